@@ -1,0 +1,1 @@
+"""Analysis of int8 graphs: blocks, per-layer memory (the paper's rule), MACs, weights."""

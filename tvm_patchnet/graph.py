@@ -1,0 +1,160 @@
+"""The int8 graph: the one model representation every tvm-patchnet step reads.
+
+Frontends (TFLite, PyTorch, ONNX, built-in architectures) produce a :class:`Graph`; the
+profiler, the patch planner, the Relax lowering and (later) the C code generator consume it.
+
+Conventions (TFLite's, so imported models need no re-layout):
+- activations are NHWC; int8 activations carry per-tensor ``scale`` / ``zero_point``;
+- conv2d weights are OHWI, depthwise weights 1HW(C*M), fully-connected weights [O, I];
+  int8 weights are symmetric (zero point 0), per output channel or per tensor;
+- biases are int32 with scale ``s_in * s_w[c]`` and zero point 0;
+- fused activations are stored as an int8 clamp range ``(act_min, act_max)``.
+Ops are kept in a topological order; ``Op.block`` numbers blocks from 0 (the stem conv).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import PatchnetError
+
+#: Op kinds the int8 graph knows. Each has an integer-only kernel in ``tvm_patchnet.kernels``.
+OP_KINDS = (
+    "conv2d",  # attrs: strides, dilation, padding (top, left, bottom, right), act
+    "depthwise_conv2d",  # attrs as conv2d, plus depth_multiplier
+    "fully_connected",  # attrs: act
+    "add",  # attrs: act
+    "mul",  # attrs: act
+    "avg_pool2d",  # attrs: pool, strides, padding, act
+    "max_pool2d",  # attrs: pool, strides, padding, act
+    "mean",  # attrs: axes, keepdims
+    "pad",  # attrs: paddings [(before, after)] per axis
+    "reshape",  # attrs: (none; output shape is the output tensor's)
+    "transpose",  # attrs: perm
+    "resize_nearest",  # attrs: align_corners, half_pixel_centers
+    "softmax",  # attrs: beta
+    "logistic",  # attrs: (none)
+    "concat",  # attrs: axis
+    "quantize",  # float32 -> int8, or int8 -> int8 requantize
+    "dequantize",  # int8 -> float32
+)
+
+#: Ops whose output has the same buffer size as (or is a view of) the input: no compute.
+VIEW_OPS = ("reshape",)
+
+
+@dataclass
+class Tensor:
+    """A value in the graph.
+
+    ``shape`` is in elements; ``scale`` is a float array (one entry per tensor or one per
+    channel along ``quant_axis``); ``data`` holds the values of constants (weights, biases).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "int8"
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    quant_axis: int = 0
+    data: np.ndarray | None = None
+    const: bool = False
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        """Storage in bytes (int8: one byte per element)."""
+        return self.size * np.dtype(self.dtype).itemsize
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.scale is not None
+
+    @property
+    def zp(self) -> int:
+        """Per-tensor zero point (activations)."""
+        return int(self.zero_point.reshape(-1)[0]) if self.zero_point is not None else 0
+
+    @property
+    def s(self) -> float:
+        """Per-tensor scale (activations)."""
+        return float(self.scale.reshape(-1)[0])
+
+
+@dataclass
+class Op:
+    """One operator: ``kind`` from :data:`OP_KINDS`, tensor names in and out, attributes."""
+
+    name: str
+    kind: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+    block: int = -1
+    #: source location for messages, e.g. "op 12 (CONV_2D)"
+    origin: str = ""
+
+
+@dataclass
+class Graph:
+    """A topologically ordered int8 dataflow graph."""
+
+    name: str
+    tensors: dict[str, Tensor]
+    ops: list[Op]
+    inputs: list[str]
+    outputs: list[str]
+    #: provenance, e.g. {"source": path, "tensor_index": {name: index in the TFLite file}}
+    meta: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- queries
+    def t(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def activation_inputs(self, op: Op) -> list[str]:
+        """Inputs of ``op`` that are not constants (weights, biases, shape tensors)."""
+        return [n for n in op.inputs if n and not self.tensors[n].const]
+
+    def consumers(self) -> dict[str, list[int]]:
+        """Tensor name -> indices of the ops that read it."""
+        out: dict[str, list[int]] = {n: [] for n in self.tensors}
+        for i, op in enumerate(self.ops):
+            for n in op.inputs:
+                if n:
+                    out[n].append(i)
+        return out
+
+    def producer(self) -> dict[str, int]:
+        """Tensor name -> index of the op that writes it."""
+        return {n: i for i, op in enumerate(self.ops) for n in op.outputs}
+
+    @property
+    def num_blocks(self) -> int:
+        return max((op.block for op in self.ops), default=-1) + 1
+
+    def block_ops(self, block: int) -> list[int]:
+        return [i for i, op in enumerate(self.ops) if op.block == block]
+
+    def weight_bytes(self, op: Op) -> int:
+        """Bytes of constant data (weights + bias) an op reads from flash."""
+        return sum(self.tensors[n].nbytes for n in op.inputs if n and self.tensors[n].const)
+
+    def validate(self) -> None:
+        """Check names, order and kinds; raise :class:`PatchnetError` naming the bad op."""
+        known = {n for n, t in self.tensors.items() if t.const} | set(self.inputs)
+        for i, op in enumerate(self.ops):
+            if op.kind not in OP_KINDS:
+                raise PatchnetError(f"op {i} ({op.name}): unknown kind '{op.kind}'")
+            for n in op.inputs:
+                if n and n not in known:
+                    raise PatchnetError(f"op {i} ({op.name}): input '{n}' is used before it is produced")
+            known.update(op.outputs)
+        for n in self.outputs:
+            if n not in known:
+                raise PatchnetError(f"graph output '{n}' is never produced")

@@ -1,0 +1,63 @@
+"""Integer-only int8 TE kernels, one lowering per op kind.
+
+A lowering turns one :class:`~tvm_patchnet.graph.Op` into a :class:`Lowered`: a TE compute
+function and the arguments it takes (graph tensor names for activations, NumPy arrays for
+constants such as weights, biases, multipliers and shifts). ``tvm_patchnet.lower`` emits each
+one into a Relax module with ``BlockBuilder.emit_te``; later steps reuse the same TE bodies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import PatchnetError
+from ..graph import Graph, Op
+
+
+@dataclass
+class Lowered:
+    """A TE kernel for one op: ``compute(*te_args) -> te.Tensor`` and its arguments in order."""
+
+    name: str
+    compute: Callable
+    args: list  # str (activation tensor name) or np.ndarray (constant)
+
+
+_LOWERINGS: dict[str, Callable[[Graph, Op], Lowered]] = {}
+
+
+def register(*kinds: str):
+    """Decorator: register a lowering for op ``kinds``."""
+
+    def wrap(fn):
+        for k in kinds:
+            _LOWERINGS[k] = fn
+        return fn
+
+    return wrap
+
+
+def lower_op(graph: Graph, op: Op) -> Lowered:
+    """The TE kernel for ``op``; a clear error if the kind has no int8 kernel."""
+    _load()
+    fn = _LOWERINGS.get(op.kind)
+    if fn is None:
+        raise PatchnetError(f"op '{op.name}' ({op.kind}): no integer-only int8 kernel for this op kind")
+    return fn(graph, op)
+
+
+def supported_kinds() -> list[str]:
+    _load()
+    return sorted(_LOWERINGS)
+
+
+def _load() -> None:
+    # Import the kernel families for their @register side effects (kept lazy: TVM is heavy).
+    from . import conv, elementwise, layout, pool  # noqa: F401
+
+
+def const_arg(a) -> np.ndarray:
+    return np.ascontiguousarray(a)

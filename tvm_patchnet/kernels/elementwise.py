@@ -1,0 +1,108 @@
+"""add, mul, quantize (float->int8 and int8->int8) and dequantize, as TFLite Micro computes them.
+
+add (TFLM add_common): both inputs are rescaled to a common 2*max(s1, s2) scale with a
+20-bit left shift, summed, and requantized; mul multiplies offset inputs and requantizes by
+s1*s2/s_out. Broadcasting follows NumPy (SE blocks multiply [1,1,1,C] by [1,H,W,C]).
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from ..graph import Graph, Op
+from ..quant import quantize_multiplier
+from . import Lowered, register
+from .requant import clamp_to_int8, mbqm_const
+
+ADD_LEFT_SHIFT = 20  # TFLM's left shift for int8 add
+
+
+def _broadcast_index(idx, in_shape, out_shape):
+    """Index into ``in_shape`` for output index ``idx`` under NumPy broadcasting."""
+    lead = len(out_shape) - len(in_shape)
+    return tuple(0 if d == 1 and out_shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(in_shape))
+
+
+@register("add")
+def lower_add(graph: Graph, op: Op) -> Lowered:
+    a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
+    twice_max = 2.0 * max(float(a.s), float(b.s))
+    m1, s1 = quantize_multiplier(float(a.s) / twice_max)
+    m2, s2 = quantize_multiplier(float(b.s) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(y.s)))
+    lo, hi = op.attrs["act_range"]
+    out_shape = y.shape
+
+    def compute(at, bt):
+        def f(*i):
+            va = at[_broadcast_index(i, a.shape, out_shape)].astype("int32") - a.zp
+            vb = bt[_broadcast_index(i, b.shape, out_shape)].astype("int32") - b.zp
+            sa = mbqm_const(va << ADD_LEFT_SHIFT, m1, s1)
+            sb = mbqm_const(vb << ADD_LEFT_SHIFT, m2, s2)
+            return clamp_to_int8(mbqm_const(sa + sb, mo, so) + y.zp, lo, hi)
+
+        return te.compute(out_shape, f, name=op.name)
+
+    return Lowered(op.name, compute, list(op.inputs[:2]))
+
+
+@register("mul")
+def lower_mul(graph: Graph, op: Op) -> Lowered:
+    a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
+    m, s = quantize_multiplier(float(a.s) * float(b.s) / float(y.s))
+    lo, hi = op.attrs["act_range"]
+    out_shape = y.shape
+
+    def compute(at, bt):
+        def f(*i):
+            va = at[_broadcast_index(i, a.shape, out_shape)].astype("int32") - a.zp
+            vb = bt[_broadcast_index(i, b.shape, out_shape)].astype("int32") - b.zp
+            return clamp_to_int8(mbqm_const(va * vb, m, s) + y.zp, lo, hi)
+
+        return te.compute(out_shape, f, name=op.name)
+
+    return Lowered(op.name, compute, list(op.inputs[:2]))
+
+
+@register("quantize")
+def lower_quantize(graph: Graph, op: Op) -> Lowered:
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+    if x.dtype == "int8":  # requantize: TFLM Requantize, MBQM(x - zp_in) + zp_out
+        m, s = quantize_multiplier(float(x.s) / float(y.s))
+
+        def requant(xt):
+            return te.compute(
+                y.shape, lambda *i: clamp_to_int8(mbqm_const(xt(*i).astype("int32") - x.zp, m, s) + y.zp, -128, 127),
+                name=op.name,
+            )
+
+        return Lowered(op.name, requant, [op.inputs[0]])
+    inv_scale = float(y.s)
+
+    def quant(xt):  # graph edge only: float32 in. TFLite: round(x / scale) half away from zero
+        def f(*i):
+            v = (xt(*i) / tirx.const(inv_scale, "float32")).astype("float64")
+            r = tirx.if_then_else(v >= 0, tirx.floor(v + 0.5), -tirx.floor(-v + 0.5))
+            r = tirx.min(tirx.max(r, tirx.const(-1e9, "float64")), tirx.const(1e9, "float64"))
+            return clamp_to_int8(r.astype("int32") + y.zp, -128, 127)
+
+        return te.compute(y.shape, f, name=op.name)
+
+    return Lowered(op.name, quant, [op.inputs[0]])
+
+
+@register("dequantize")
+def lower_dequantize(graph: Graph, op: Op) -> Lowered:
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+    scale = float(x.s)
+
+    def compute(xt):  # graph edge only: float32 out, (x - zp) * scale in double as TFLM
+        return te.compute(
+            y.shape,
+            lambda *i: ((xt(*i).astype("int32") - x.zp).astype("float64") * tirx.const(scale, "float64")).astype(
+                "float32"
+            ),
+            name=op.name,
+        )
+
+    return Lowered(op.name, compute, [op.inputs[0]])

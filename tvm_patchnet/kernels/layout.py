@@ -1,0 +1,130 @@
+"""Data movement: pad, reshape, transpose, resize nearest, concat. Values are copied, except
+where input and output quantization differ (concat inputs), which TFLite requantizes."""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from ..graph import Graph, Op
+from ..quant import quantize_multiplier
+from . import Lowered, register
+from .requant import clamp_to_int8, mbqm_const
+
+
+def _row_major_index(idx, shape):
+    flat = 0
+    for k, d in zip(idx, shape):
+        flat = flat * d + k
+    return flat
+
+
+def _unravel(flat, shape):
+    out = []
+    for d in reversed(shape):
+        out.append(tirx.floormod(flat, d))
+        flat = tirx.floordiv(flat, d)
+    return tuple(reversed(out))
+
+
+@register("reshape")
+def lower_reshape(graph: Graph, op: Op) -> Lowered:
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+
+    def compute(xt):
+        return te.compute(y.shape, lambda *i: xt[_unravel(_row_major_index(i, y.shape), x.shape)], name=op.name)
+
+    return Lowered(op.name, compute, [op.inputs[0]])
+
+
+@register("transpose")
+def lower_transpose(graph: Graph, op: Op) -> Lowered:
+    y = graph.t(op.outputs[0])
+    perm = op.attrs["perm"]
+
+    def compute(xt):
+        def f(*i):
+            src = [None] * len(perm)
+            for out_axis, in_axis in enumerate(perm):
+                src[in_axis] = i[out_axis]
+            return xt[tuple(src)]
+
+        return te.compute(y.shape, f, name=op.name)
+
+    return Lowered(op.name, compute, [op.inputs[0]])
+
+
+@register("pad")
+def lower_pad(graph: Graph, op: Op) -> Lowered:
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+    pads = op.attrs["paddings"]
+    fill = tirx.const(y.zp, "int8")  # TFLite pads quantized tensors with the output zero point
+
+    def compute(xt):
+        def f(*i):
+            conds = [tirx.all(k >= p[0], k < p[0] + d) for k, p, d in zip(i, pads, x.shape)]
+            src = tuple(tirx.max(tirx.min(k - p[0], d - 1), 0) for k, p, d in zip(i, pads, x.shape))
+            return tirx.if_then_else(tirx.all(*conds), xt[src], fill)
+
+        return te.compute(y.shape, f, name=op.name)
+
+    return Lowered(op.name, compute, [op.inputs[0]])
+
+
+@register("resize_nearest")
+def lower_resize(graph: Graph, op: Op) -> Lowered:
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+    _, ih, iw, _ = x.shape
+    _, oh, ow, _ = y.shape
+    align = op.attrs.get("align_corners", False)
+    half = op.attrs.get("half_pixel_centers", False)
+
+    def src(o, in_size, out_size):
+        # TFLite ResizeNearestNeighbor: scale = in/out (or (in-1)/(out-1) with align_corners),
+        # offset 0.5 with half_pixel_centers, then floor (round with align_corners). Done here
+        # in exact rational integer arithmetic to stay free of floating point.
+        num, den = (in_size - 1, out_size - 1) if align and out_size > 1 else (in_size, out_size)
+        if half and align:
+            v = tirx.truncdiv((2 * o + 1) * num + den, 2 * den)  # round((o + 0.5) * scale)
+        elif half:
+            v = tirx.truncdiv((2 * o + 1) * num, 2 * den)  # floor((o + 0.5) * scale)
+        elif align:
+            v = tirx.truncdiv(2 * o * num + den, 2 * den)  # round(o * scale)
+        else:
+            v = tirx.truncdiv(o * num, den)
+        return tirx.min(v, in_size - 1)
+
+    def compute(xt):
+        return te.compute(
+            y.shape, lambda b, i, j, c: xt[b, src(i, ih, oh), src(j, iw, ow), c], name=op.name
+        )
+
+    return Lowered(op.name, compute, [op.inputs[0]])
+
+
+@register("concat")
+def lower_concat(graph: Graph, op: Op) -> Lowered:
+    ins = [graph.t(n) for n in op.inputs]
+    y = graph.t(op.outputs[0])
+    axis = op.attrs["axis"] % len(y.shape)
+    offsets = [0]
+    for t in ins:
+        offsets.append(offsets[-1] + t.shape[axis])
+    rq = [quantize_multiplier(float(t.s) / float(y.s)) for t in ins]
+
+    def compute(*xts):
+        def f(*i):
+            val = None
+            for k in reversed(range(len(xts))):
+                idx = list(i)
+                idx[axis] = tirx.max(i[axis] - offsets[k], 0)
+                t = ins[k]
+                if t.s == y.s and t.zp == y.zp:
+                    v = xts[k][tuple(idx)]
+                else:
+                    v = clamp_to_int8(mbqm_const(xts[k][tuple(idx)].astype("int32") - t.zp, *rq[k]) + y.zp, -128, 127)
+                val = v if val is None else tirx.if_then_else(i[axis] >= offsets[k], v, val)
+            return val
+
+        return te.compute(y.shape, f, name=op.name)
+
+    return Lowered(op.name, compute, list(op.inputs))

@@ -1,0 +1,49 @@
+"""int8 graph -> Relax IRModule of integer-only TE kernels (one ``call_tir`` per op).
+
+This is where the model enters TVM: every op becomes a PrimFunc built from its TE kernel
+(``tvm_patchnet.kernels``); weights, biases, multipliers and shifts become Relax constants.
+Relax passes (``relay_passes``) rewrite this module; ``tvm_patchnet.runtime`` builds and runs it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .graph import Graph
+from .kernels import lower_op
+
+# "reshape" keeps its bytes: Relax's own reshape is a view, no kernel needed.
+_VIEW_KINDS = ("reshape",)
+
+
+def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
+    """Build the Relax module for ``graph``.
+
+    ``main`` takes the graph inputs and returns the graph outputs (a tuple if several). With
+    ``trace=True`` it returns every op output in op order instead, for per-op comparisons.
+    """
+    bb = relax.BlockBuilder()
+    params = [relax.Var(_var_name(n), relax.TensorType(shape=graph.t(n).shape, dtype=graph.t(n).dtype))
+              for n in graph.inputs]
+    env: dict[str, relax.Expr] = dict(zip(graph.inputs, params))
+    with bb.function("main", params):
+        with bb.dataflow():
+            for op in graph.ops:
+                out = graph.t(op.outputs[0])
+                if op.kind in _VIEW_KINDS:
+                    env[op.outputs[0]] = bb.emit(relax.op.reshape(env[op.inputs[0]], out.shape))
+                    continue
+                low = lower_op(graph, op)
+                args = [env[a] if isinstance(a, str) else relax.const(np.ascontiguousarray(a)) for a in low.args]
+                env[op.outputs[0]] = bb.emit_te(low.compute, *args, primfunc_name_hint=_var_name(low.name))
+            names = [o for op in graph.ops for o in op.outputs] if trace else list(graph.outputs)
+            result = env[names[0]] if len(names) == 1 else relax.Tuple([env[n] for n in names])
+            gv = bb.emit_output(result)
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+def _var_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
