@@ -24,6 +24,8 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
     ``main`` takes the graph inputs and returns the graph outputs (a tuple if several). With
     ``trace=True`` it returns every op output in op order instead, for per-op comparisons.
     """
+    # Lower every op first: an op without a kernel fails here, before any IR is half-built.
+    lowered = {op.name: lower_op(graph, op) for op in graph.ops if op.kind not in _VIEW_KINDS}
     bb = relax.BlockBuilder()
     params = [relax.Var(_var_name(n), relax.TensorType(shape=graph.t(n).shape, dtype=graph.t(n).dtype))
               for n in graph.inputs]
@@ -35,7 +37,7 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
                 if op.kind in _VIEW_KINDS:
                     env[op.outputs[0]] = bb.emit(relax.op.reshape(env[op.inputs[0]], out.shape))
                     continue
-                low = lower_op(graph, op)
+                low = lowered[op.name]
                 args = [env[a] if isinstance(a, str) else relax.const(np.ascontiguousarray(a)) for a in low.args]
                 env[op.outputs[0]] = bb.emit_te(low.compute, *args, primfunc_name_hint=_var_name(low.name))
             names = [o for op in graph.ops for o in op.outputs] if trace else list(graph.outputs)

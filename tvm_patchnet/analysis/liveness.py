@@ -1,0 +1,150 @@
+"""Activation buffers and their lifetimes: the one source of every activation-memory figure.
+
+A graph's activations are grouped into buffers (a buffer holds one tensor, or several when an
+op works in place) that live from the op that first writes them to the last op that reads
+them. The memory an op needs is the total size of the buffers alive while it runs. Two rules:
+
+- ``in_place=True``, the MCUNetV2 paper's analytic rule (Sec. 4): a layer needs its input plus
+  its output (int8), depthwise convolution overwrites its input, a residual block's shared
+  input is counted once, and the block's last conv adds into the residual buffer in place;
+- ``in_place=False``: every tensor has its own buffer, what a plain layer-by-layer
+  interpreter needs.
+
+Reshapes are views under both rules. The static arena planner places exactly these buffers,
+so its arena can be checked against these figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..graph import Graph
+
+
+@dataclass
+class Buffer:
+    """A piece of activation memory: ``size`` bytes, alive for ops ``first..last`` (inclusive).
+
+    ``first == -1`` marks a graph input (present before op 0); graph outputs live to the end.
+    """
+
+    id: int
+    size: int
+    first: int
+    last: int
+    tensors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Liveness:
+    """Buffers of a graph and the bytes alive at each op."""
+
+    buffers: list[Buffer]
+    buffer_of: dict[str, int]  # tensor name -> buffer id
+    span: dict[str, tuple[int, int]]  # tensor name -> (producing op or -1, last reading op)
+    op_bytes: list[int]  # bytes alive while op i runs
+    in_place: bool
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.op_bytes, default=0)
+
+    def live_at(self, i: int) -> list[Buffer]:
+        return [b for b in self.buffers if b.first <= i <= b.last]
+
+
+def analyze(graph: Graph, in_place: bool = True) -> Liveness:
+    """Buffers and per-op live bytes of ``graph`` under the paper's rule or the plain one."""
+    consumers = graph.consumers()
+    last_use = {n: max(c) if c else -1 for n, c in consumers.items()}
+    end = len(graph.ops) - 1
+    for n in graph.outputs:
+        last_use[n] = end
+    buffers: list[Buffer] = []
+    buffer_of: dict[str, int] = {}
+
+    def new_buffer(name: str, first: int) -> None:
+        buffer_of[name] = len(buffers)
+        buffers.append(Buffer(len(buffers), graph.t(name).nbytes, first, max(first, last_use[name]), [name]))
+
+    def share(name: str, host: str) -> None:
+        b = buffers[buffer_of[host]]
+        buffer_of[name] = b.id
+        b.tensors.append(name)
+        b.size = max(b.size, graph.t(name).nbytes)
+        b.last = max(b.last, last_use[name])
+
+    first_def = {n: -1 for n in graph.inputs}
+    first_def.update({n: i for i, op in enumerate(graph.ops) for n in op.outputs})
+    for n in graph.inputs:
+        new_buffer(n, -1)
+    # conv outputs that are written straight into a residual buffer: tensor -> skip tensor
+    accumulate_into = _residual_accumulations(graph, consumers, last_use) if in_place else {}
+    for i, op in enumerate(graph.ops):
+        acts = graph.activation_inputs(op)
+        for out in op.outputs:
+            host = _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place, buffer_of)
+            if host is not None:
+                share(out, host)
+            else:
+                new_buffer(out, i)
+    span = {n: (first_def[n], max(first_def[n], last_use[n])) for n in buffer_of}
+    op_bytes = []
+    for i in range(len(graph.ops)):
+        # A buffer needs, at op i, the largest of its tensors alive then: after a stride-2
+        # in-place depthwise conv only the smaller output still occupies the buffer.
+        occupied: dict[int, int] = {}
+        for n, (a, b) in span.items():
+            if a <= i <= b:
+                occupied[buffer_of[n]] = max(occupied.get(buffer_of[n], 0), graph.t(n).nbytes)
+        op_bytes.append(sum(occupied.values()))
+    return Liveness(buffers, buffer_of, span, op_bytes, in_place)
+
+
+def _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place, buffer_of) -> str | None:
+    """The tensor whose buffer ``out`` may reuse, or None for a fresh buffer."""
+    if op.kind == "reshape":  # a view under both rules
+        return acts[0]
+    if not in_place:
+        return None
+    if out in accumulate_into:
+        return accumulate_into[out]
+    size = graph.t(out).nbytes
+    if op.kind == "depthwise_conv2d" and last_use[acts[0]] == i and size <= graph.t(acts[0]).nbytes:
+        return acts[0]
+    if op.kind in ("add", "mul"):
+        # the output overwrites an input that dies here: the residual (skip) buffer when the
+        # other operand was already accumulated into it, else the first input that fits.
+        for a in acts:
+            if last_use[a] == i and graph.t(a).nbytes >= size:
+                return a
+    return None
+
+
+def _residual_accumulations(graph: Graph, consumers, last_use) -> dict[str, str]:
+    """Conv outputs that feed only a residual add whose other input dies at that add.
+
+    Such a conv can add its results into the skip buffer as it produces them ("the block's last
+    conv adds into the residual buffer in place"); returns conv output -> skip tensor.
+    """
+    producer = graph.producer()
+    out: dict[str, str] = {}
+    for i, op in enumerate(graph.ops):
+        if op.kind != "add":
+            continue
+        acts = graph.activation_inputs(op)
+        if len(acts) != 2 or graph.t(acts[0]).shape != graph.t(acts[1]).shape:
+            continue
+        for conv_out, skip in (acts, acts[::-1]):
+            j = producer.get(conv_out)
+            if (
+                j is not None
+                and graph.ops[j].kind in ("conv2d", "depthwise_conv2d")
+                and consumers[conv_out] == [i]
+                and last_use[skip] == i
+                and graph.t(skip).nbytes == graph.t(conv_out).nbytes
+                and producer.get(skip, -1) < j
+            ):
+                out[conv_out] = skip
+                break
+    return out
