@@ -56,7 +56,7 @@ def supported_kinds() -> list[str]:
 
 def _load() -> None:
     # Import the kernel families for their @register side effects (kept lazy: TVM is heavy).
-    from . import conv, elementwise, layout, pool  # noqa: F401
+    from . import conv, elementwise, layout, pool, softmax  # noqa: F401
 
 
 def const_arg(a) -> np.ndarray:

@@ -25,20 +25,22 @@ def _requant_consts(graph: Graph, op: Op, n_out: int):
     return b.reshape(-1), m, sh
 
 
-def _pad_input(x, pad, zp: int, name: str):
-    top, left, bottom, right = pad
+def _padded_reader(x, pad, zp: int):
+    """``read(b, i, j, k)``: ``x - zp`` as int32, zero-point padded by ``pad`` (t, l, b, r).
+
+    No padded copy is made: out-of-map taps contribute 0, as TFLite's zero-point padding.
+    """
+    top, left, _, _ = pad
+    _, h, w, _ = x.shape
     if not any(pad):
-        return x
-    n, h, w, c = x.shape
-    return te.compute(
-        (n, h + top + bottom, w + left + right, c),
-        lambda b, i, j, k: tirx.if_then_else(
-            tirx.all(i >= top, i < h + top, j >= left, j < w + left),
-            x[b, i - top, j - left, k],
-            tirx.const(zp, "int8"),
-        ),
-        name=name + "_pad",
-    )
+        return lambda b, i, j, k: x[b, i, j, k].astype("int32") - zp
+
+    def read(b, i, j, k):
+        r, c = i - top, j - left
+        inside = tirx.all(r >= 0, r < h, c >= 0, c < w)
+        return tirx.if_then_else(inside, x[b, r, c, k].astype("int32") - zp, 0)
+
+    return read
 
 
 @register("conv2d", "depthwise_conv2d")
@@ -56,14 +58,14 @@ def lower_conv(graph: Graph, op: Op) -> Lowered:
     mul_ch = op.attrs.get("depth_multiplier", 1)
 
     def compute(xt, wt, bt, mt, st):
-        xp = _pad_input(xt, pad, zp_in, op.name)
+        xp = _padded_reader(xt, pad, zp_in)
         rh = te.reduce_axis((0, kh), "rh")
         rw = te.reduce_axis((0, kw), "rw")
         if depthwise:
             acc = te.compute(
                 (1, oh, ow, oc),
                 lambda b, i, j, c: te.sum(
-                    (xp[b, i * sh_ + rh * dh, j * sw_ + rw * dw, c // mul_ch].astype("int32") - zp_in)
+                    xp(b, i * sh_ + rh * dh, j * sw_ + rw * dw, c // mul_ch)
                     * wt[0, rh, rw, c].astype("int32"),
                     axis=[rh, rw],
                 ),
@@ -74,7 +76,7 @@ def lower_conv(graph: Graph, op: Op) -> Lowered:
             acc = te.compute(
                 (1, oh, ow, oc),
                 lambda b, i, j, c: te.sum(
-                    (xp[b, i * sh_ + rh * dh, j * sw_ + rw * dw, rc].astype("int32") - zp_in)
+                    xp(b, i * sh_ + rh * dh, j * sw_ + rw * dw, rc)
                     * wt[c, rh, rw, rc].astype("int32"),
                     axis=[rh, rw, rc],
                 ),

@@ -114,7 +114,7 @@ def lower_concat(graph: Graph, op: Op) -> Lowered:
     def compute(*xts):
         def f(*i):
             val = None
-            for k in reversed(range(len(xts))):
+            for k in range(len(xts)):
                 idx = list(i)
                 idx[axis] = tirx.max(i[axis] - offsets[k], 0)
                 t = ins[k]
