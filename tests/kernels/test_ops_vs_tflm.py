@@ -214,22 +214,10 @@ CASES = {
     "fully-connected-4d-input": fc_case,
 }
 
-# Cases that fail because of a kernel this suite does not own; strict so a fix is noticed.
-CONCAT_BUG = (
-    "layout.py lower_concat: the select chain is built over reversed(range(n)), so the last "
-    "select tests i[axis] >= offsets[0] == 0 (always true) and every output element reads input 0, "
-    "out of bounds past its extent: concat-channels ([1,3,2,4]+[1,3,2,3], axis 3, equal quantization) "
-    "gives out[0,0,0,4:7] = x0.flat[4:7] = (-121, -42, 101) instead of x1[0,0,0,:] = (28, -103, 16), "
-    "18/42 values differ; iterating k in range(n) (later inputs override) fixes all three concat tests"
-)
-XFAIL: dict[str, str] = {"concat-channels": CONCAT_BUG, "concat-axis1": CONCAT_BUG}
-
-
 def _params():
     out = []
     for key, make in CASES.items():
-        marks = [pytest.mark.xfail(strict=True, reason=XFAIL[key])] if key in XFAIL else []
-        out.append(pytest.param(key, make, id=key, marks=marks))
+        out.append(pytest.param(key, make, id=key))
     return out
 
 
@@ -291,7 +279,6 @@ def test_concat_different_scales_rejected_by_tflm():
         tflm_trace(buf, xs)
 
 
-@pytest.mark.xfail(strict=True, reason=CONCAT_BUG)
 def test_concat_different_scales_requantizes(tmp_path):
     from tvm_patchnet.quant import multiply_by_quantized_multiplier, quantize_multiplier
 

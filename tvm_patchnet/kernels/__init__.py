@@ -40,13 +40,17 @@ def register(*kinds: str):
     return wrap
 
 
-def lower_op(graph: Graph, op: Op) -> Lowered:
-    """The TE kernel for ``op``; a clear error if the kind has no int8 kernel."""
+def lower_op(graph: Graph, op: Op, frame=None) -> Lowered:
+    """The TE kernel for ``op``; a clear error if the kind has no int8 kernel.
+
+    ``frame`` (a :class:`~tvm_patchnet.kernels.frame.Frame`) places the op inside a patch
+    stage; only the kinds a patch stage may hold accept one.
+    """
     _load()
     fn = _LOWERINGS.get(op.kind)
     if fn is None:
         raise PatchnetError(f"op '{op.name}' ({op.kind}): no integer-only int8 kernel for this op kind")
-    return fn(graph, op)
+    return fn(graph, op) if frame is None else fn(graph, op, frame)
 
 
 def supported_kinds() -> list[str]:

@@ -2,7 +2,8 @@
 
 Layouts: input NHWC int8 (zero point zp_in), weights OHWI / 1HW(C*M) / [O, I] int8 symmetric,
 bias int32. acc = bias + sum((x - zp_in) * w); out = clamp(MBQM(acc, M[c], shift[c]) + zp_out).
-Padding uses zp_in, so padded taps contribute exactly zero, as in TFLite.
+Padded taps contribute exactly zero, as in TFLite: they are skipped, or (inside a patch stage,
+see ``frame.py``) read from a margin filled with zp_in.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from tvm import te, tirx
 from ..graph import Graph, Op
 from ..quant import requantize_params
 from . import Lowered, register
+from .frame import NO_FRAME, Frame, both, guarded, tap_guard, valid
 from .requant import clamp_to_int8, mbqm
 
 
@@ -25,70 +27,52 @@ def _requant_consts(graph: Graph, op: Op, n_out: int):
     return b.reshape(-1), m, sh
 
 
-def _padded_reader(x, pad, zp: int):
-    """``read(b, i, j, k)``: ``x - zp`` as int32, zero-point padded by ``pad`` (t, l, b, r).
-
-    No padded copy is made: out-of-map taps contribute 0, as TFLite's zero-point padding.
-    """
-    top, left, _, _ = pad
-    _, h, w, _ = x.shape
-    if not any(pad):
-        return lambda b, i, j, k: x[b, i, j, k].astype("int32") - zp
-
-    def read(b, i, j, k):
-        r, c = i - top, j - left
-        inside = tirx.all(r >= 0, r < h, c >= 0, c < w)
-        return tirx.if_then_else(inside, x[b, r, c, k].astype("int32") - zp, 0)
-
-    return read
-
-
 @register("conv2d", "depthwise_conv2d")
-def lower_conv(graph: Graph, op: Op) -> Lowered:
-    x, w, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
+def lower_conv(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
+    xn, yn = op.inputs[0], op.outputs[0]
+    x, w, y = graph.t(xn), graph.t(op.inputs[1]), graph.t(yn)
     sh_, sw_ = op.attrs["strides"]
     dh, dw = op.attrs["dilation"]
-    pad = op.attrs["padding"]
+    top, left = op.attrs["padding"][:2]
     zp_in, zp_out = x.zp, y.zp
     lo, hi = op.attrs["act_range"]
     depthwise = op.kind == "depthwise_conv2d"
     _, oh, ow, oc = y.shape
+    _, h_in, w_in, c_in = x.shape
     kh, kw = w.shape[1], w.shape[2]
     bias, mult, shift = _requant_consts(graph, op, oc)
     mul_ch = op.attrs.get("depth_multiplier", 1)
+    mo, mi = frame.margin(yn), frame.margin(xn)
+    fill = tirx.const(frame.fill(yn, zp_out), "int8")
+    out_shape = frame.ext_shape(yn, y.shape)
+    # Input row of output row i, tap r (both extended): i * s + r * d + row0.
+    row0, col0 = mi[0] - top - sh_ * mo[0], mi[1] - left - sw_ * mo[1]
+    # Sides where padding can reach outside the input's storage (never inside a patch stage,
+    # whose margins cover it): there taps are skipped, as TFLite's zero-point padding adds 0.
+    rows = (row0 < 0, (oh - 1) * sh_ + (kh - 1) * dh - top >= h_in + mi[2])
+    cols = (col0 < 0, (ow - 1) * sw_ + (kw - 1) * dw - left >= w_in + mi[3])
 
     def compute(xt, wt, bt, mt, st):
-        xp = _padded_reader(xt, pad, zp_in)
         rh = te.reduce_axis((0, kh), "rh")
         rw = te.reduce_axis((0, kw), "rw")
-        if depthwise:
-            acc = te.compute(
-                (1, oh, ow, oc),
-                lambda b, i, j, c: te.sum(
-                    xp(b, i * sh_ + rh * dh, j * sw_ + rw * dw, c // mul_ch)
-                    * wt[0, rh, rw, c].astype("int32"),
-                    axis=[rh, rw],
-                ),
-                name=op.name + "_acc",
-            )
-        else:
-            rc = te.reduce_axis((0, w.shape[3]), "rc")
-            acc = te.compute(
-                (1, oh, ow, oc),
-                lambda b, i, j, c: te.sum(
-                    xp(b, i * sh_ + rh * dh, j * sw_ + rw * dw, rc)
-                    * wt[c, rh, rw, rc].astype("int32"),
-                    axis=[rh, rw, rc],
-                ),
-                name=op.name + "_acc",
-            )
-        return te.compute(
-            (1, oh, ow, oc),
-            lambda b, i, j, c: clamp_to_int8(mbqm(acc[b, i, j, c] + bt[c], mt[c], st[c]) + zp_out, lo, hi),
-            name=op.name,
-        )
+        rc = te.reduce_axis((0, c_in), "rc")
 
-    return Lowered(op.name, compute, [op.inputs[0], w.data, bias, mult, shift])
+        def tap(b, i, j, c):
+            r, s = i * sh_ + rh * dh + row0, j * sw_ + rw * dw + col0
+            cin, wv = (c // mul_ch, wt[0, rh, rw, c]) if depthwise else (rc, wt[c, rh, rw, rc])
+            val = (xt[b, r, s, cin].astype("int32") - zp_in) * wv.astype("int32")
+            return guarded(both(valid(i, j, mo, oh, ow), tap_guard(r, s, h_in, w_in, rows, cols)), val, 0)
+
+        axes = [rh, rw] if depthwise else [rh, rw, rc]
+        acc = te.compute(out_shape, lambda b, i, j, c: te.sum(tap(b, i, j, c), axis=axes), name=op.name + "_acc")
+
+        def out(b, i, j, c):
+            v = clamp_to_int8(mbqm(acc[b, i, j, c] + bt[c], mt[c], st[c]) + zp_out, lo, hi)
+            return guarded(valid(i, j, mo, oh, ow), v, fill)
+
+        return te.compute(out_shape, out, name=op.name)
+
+    return Lowered(op.name, compute, [xn, w.data, bias, mult, shift])
 
 
 @register("fully_connected")

@@ -12,56 +12,65 @@ from tvm import te, tirx
 from ..graph import Graph, Op
 from ..quant import quantize_multiplier
 from . import Lowered, register
+from .frame import NO_FRAME, Frame, guarded, valid
 from .requant import clamp_to_int8, mbqm_const
 
 ADD_LEFT_SHIFT = 20  # TFLM's left shift for int8 add
 
 
-def _broadcast_index(idx, in_shape, out_shape):
-    """Index into ``in_shape`` for output index ``idx`` under NumPy broadcasting."""
+def _broadcast_index(idx, in_shape, out_shape, mi=(0, 0, 0, 0), mo=(0, 0, 0, 0)):
+    """Index into ``in_shape`` for output index ``idx`` under NumPy broadcasting; with patch
+    margins (NHWC), rows/cols shift from the output's extended frame to the input's."""
     lead = len(out_shape) - len(in_shape)
-    return tuple(0 if d == 1 and out_shape[lead + k] != 1 else idx[lead + k] for k, d in enumerate(in_shape))
+    shift = {1: mi[0] - mo[0], 2: mi[1] - mo[1]} if len(in_shape) == 4 else {}
+    return tuple(
+        0 if d == 1 and out_shape[lead + k] != 1 else idx[lead + k] + shift.get(k, 0) for k, d in enumerate(in_shape)
+    )
+
+
+def _elementwise(graph: Graph, op: Op, frame: Frame, body) -> Lowered:
+    """An elementwise op over its two inputs; ``body(va, vb)`` gets int32 offset values."""
+    an, bn, yn = op.inputs[0], op.inputs[1], op.outputs[0]
+    a, b, y = graph.t(an), graph.t(bn), graph.t(yn)
+    mo = frame.margin(yn)
+    out_shape = frame.ext_shape(yn, y.shape)
+    fill = tirx.const(frame.fill(yn, y.zp), "int8")
+
+    def compute(at, bt):
+        def f(*i):
+            va = at[_broadcast_index(i, a.shape, y.shape, frame.margin(an), mo)].astype("int32") - a.zp
+            vb = bt[_broadcast_index(i, b.shape, y.shape, frame.margin(bn), mo)].astype("int32") - b.zp
+            inside = valid(i[1], i[2], mo, y.shape[1], y.shape[2]) if len(i) == 4 else None
+            return guarded(inside, body(va, vb), fill)
+
+        return te.compute(out_shape, f, name=op.name)
+
+    return Lowered(op.name, compute, [an, bn])
 
 
 @register("add")
-def lower_add(graph: Graph, op: Op) -> Lowered:
+def lower_add(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
     a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
     twice_max = 2.0 * max(float(a.s), float(b.s))
     m1, s1 = quantize_multiplier(float(a.s) / twice_max)
     m2, s2 = quantize_multiplier(float(b.s) / twice_max)
     mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(y.s)))
     lo, hi = op.attrs["act_range"]
-    out_shape = y.shape
 
-    def compute(at, bt):
-        def f(*i):
-            va = at[_broadcast_index(i, a.shape, out_shape)].astype("int32") - a.zp
-            vb = bt[_broadcast_index(i, b.shape, out_shape)].astype("int32") - b.zp
-            sa = mbqm_const(va << ADD_LEFT_SHIFT, m1, s1)
-            sb = mbqm_const(vb << ADD_LEFT_SHIFT, m2, s2)
-            return clamp_to_int8(mbqm_const(sa + sb, mo, so) + y.zp, lo, hi)
+    def body(va, vb):
+        sa = mbqm_const(va << ADD_LEFT_SHIFT, m1, s1)
+        sb = mbqm_const(vb << ADD_LEFT_SHIFT, m2, s2)
+        return clamp_to_int8(mbqm_const(sa + sb, mo, so) + y.zp, lo, hi)
 
-        return te.compute(out_shape, f, name=op.name)
-
-    return Lowered(op.name, compute, list(op.inputs[:2]))
+    return _elementwise(graph, op, frame, body)
 
 
 @register("mul")
-def lower_mul(graph: Graph, op: Op) -> Lowered:
+def lower_mul(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
     a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
     m, s = quantize_multiplier(float(a.s) * float(b.s) / float(y.s))
     lo, hi = op.attrs["act_range"]
-    out_shape = y.shape
-
-    def compute(at, bt):
-        def f(*i):
-            va = at[_broadcast_index(i, a.shape, out_shape)].astype("int32") - a.zp
-            vb = bt[_broadcast_index(i, b.shape, out_shape)].astype("int32") - b.zp
-            return clamp_to_int8(mbqm_const(va * vb, m, s) + y.zp, lo, hi)
-
-        return te.compute(out_shape, f, name=op.name)
-
-    return Lowered(op.name, compute, list(op.inputs[:2]))
+    return _elementwise(graph, op, frame, lambda va, vb: clamp_to_int8(mbqm_const(va * vb, m, s) + y.zp, lo, hi))
 
 
 @register("quantize")

@@ -1,7 +1,9 @@
 """Average and max pooling, int8 in and out with the same quantization (TFLite requires it).
 
-Average pooling sums the valid (in-bounds) taps and divides by their count, rounding half away
-from zero, exactly as TFLM's reference_integer_ops::AveragePool. Padding taps never count.
+Average pooling sums the in-map taps and divides by their count, rounding half away from
+zero, exactly as TFLM's reference_integer_ops::AveragePool; padded taps never count. Inside a
+patch stage (``frame.py``) the input margin holds 0 (average) or -128 (max), so taps in the
+top/left padding need no guard: they add nothing / never win.
 """
 
 from __future__ import annotations
@@ -10,64 +12,59 @@ from tvm import te, tirx
 
 from ..graph import Graph, Op
 from . import Lowered, register
+from .frame import NO_FRAME, Frame, both, guarded, tap_guard, valid
 from .requant import clamp_to_int8
 
-
-def _window(op: Op, x_shape, y_shape):
-    ph, pw = op.attrs["pool"]
-    sh, sw = op.attrs["strides"]
-    top, left, _, _ = op.attrs["padding"]
-    return ph, pw, sh, sw, top, left, x_shape[1], x_shape[2]
+#: value a pooling op needs in the margin of its input (see frame.py)
+POOL_FILL = {"avg_pool2d": 0, "max_pool2d": -128}
 
 
 @register("avg_pool2d", "max_pool2d")
-def lower_pool(graph: Graph, op: Op) -> Lowered:
-    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
-    ph, pw, sh, sw, top, left, h, w = _window(op, x.shape, y.shape)
+def lower_pool(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
+    xn, yn = op.inputs[0], op.outputs[0]
+    x, y = graph.t(xn), graph.t(yn)
+    ph, pw = op.attrs["pool"]
+    sh, sw = op.attrs["strides"]
+    top, left = op.attrs["padding"][:2]
+    _, h, w, _ = x.shape
+    _, oh, ow, _ = y.shape
     lo, hi = op.attrs["act_range"]
     is_avg = op.kind == "avg_pool2d"
+    mo, mi = frame.margin(yn), frame.margin(xn)
+    out_shape = frame.ext_shape(yn, y.shape)
+    fill = tirx.const(frame.fill(yn, y.zp), "int8")
+    row0, col0 = mi[0] - top - sh * mo[0], mi[1] - left - sw * mo[1]
+    rows = (row0 < 0, (oh - 1) * sh + ph - top > h + mi[2])
+    cols = (col0 < 0, (ow - 1) * sw + pw - left > w + mi[3])
+    empty = 0 if is_avg else -128
 
     def compute(xt):
         rh = te.reduce_axis((0, ph), "rh")
         rw = te.reduce_axis((0, pw), "rw")
 
-        def inside(i, j):
-            r, c = i * sh - top + rh, j * sw - left + rw
-            return tirx.all(r >= 0, r < h, c >= 0, c < w), r, c
-
         def tap(b, i, j, k):
-            ok, r, c = inside(i, j)
-            rr = tirx.max(tirx.min(r, h - 1), 0)
-            cc = tirx.max(tirx.min(c, w - 1), 0)
-            return ok, xt[b, rr, cc, k].astype("int32")
+            r, c = i * sh + rh + row0, j * sw + rw + col0
+            cond = both(valid(i, j, mo, oh, ow), tap_guard(r, c, h, w, rows, cols))
+            return guarded(cond, xt[b, r, c, k].astype("int32"), empty)
 
-        if is_avg:
-            acc = te.compute(
-                y.shape,
-                lambda b, i, j, k: te.sum(tirx.if_then_else(tap(b, i, j, k)[0], tap(b, i, j, k)[1], 0), axis=[rh, rw]),
-                name=op.name + "_sum",
-            )
+        red = te.sum if is_avg else te.max
+        acc = te.compute(out_shape, lambda b, i, j, k: red(tap(b, i, j, k), axis=[rh, rw]),
+                         name=op.name + ("_sum" if is_avg else "_max"))
 
-            def count(i, j):  # number of in-bounds taps, closed form (no reduction)
-                r0, c0 = i * sh - top, j * sw - left
-                nh = tirx.min(r0 + ph, h) - tirx.max(r0, 0)
-                nw = tirx.min(c0 + pw, w) - tirx.max(c0, 0)
-                return nh * nw
+        def count(i, j):  # in-map taps of output (i, j) (original coordinates), closed form
+            r0, c0 = (i - mo[0]) * sh - top, (j - mo[1]) * sw - left
+            nh = tirx.min(r0 + ph, h) - tirx.max(r0, 0)
+            nw = tirx.min(c0 + pw, w) - tirx.max(c0, 0)
+            return tirx.max(nh * nw, 1)
 
-            def avg(b, i, j, k):
-                s, n = acc[b, i, j, k], count(i, j)
+        def out(b, i, j, k):
+            s = acc[b, i, j, k]
+            if is_avg:
+                n = count(i, j)
                 half = tirx.truncdiv(n, 2)
-                return clamp_to_int8(
-                    tirx.Select(s > 0, tirx.truncdiv(s + half, n), tirx.truncdiv(s - half, n)), lo, hi
-                )
+                s = tirx.Select(s > 0, tirx.truncdiv(s + half, n), tirx.truncdiv(s - half, n))
+            return guarded(valid(i, j, mo, oh, ow), clamp_to_int8(s, lo, hi), fill)
 
-            return te.compute(y.shape, avg, name=op.name)
+        return te.compute(out_shape, out, name=op.name)
 
-        mx = te.compute(
-            y.shape,
-            lambda b, i, j, k: te.max(tirx.if_then_else(tap(b, i, j, k)[0], tap(b, i, j, k)[1], -128), axis=[rh, rw]),
-            name=op.name + "_max",
-        )
-        return te.compute(y.shape, lambda *i: clamp_to_int8(mx(*i), lo, hi), name=op.name)
-
-    return Lowered(op.name, compute, [op.inputs[0]])
+    return Lowered(op.name, compute, [xn])

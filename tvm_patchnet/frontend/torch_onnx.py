@@ -1,0 +1,112 @@
+"""Import float PyTorch modules and ONNX files as float :class:`Graph` objects.
+
+Both go through TVM's Relax frontends (``from_exported_program`` on ``torch.export`` output,
+``from_onnx``) and then one walker (:mod:`.float_graph`) from the float Relax module to the
+float graph, so PyTorch and ONNX models share one conversion path. Quantize the result with
+:func:`tvm_patchnet.ptq.quantize`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PatchnetError, UnsupportedOpsError
+from ..graph import Graph
+from .float_graph import relax_to_float_graph
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def import_pytorch(module, example_input, name: str | None = None) -> Graph:
+    """Float graph of ``module`` (a ``torch.nn.Module``, put in eval mode) traced on
+    ``example_input`` (an NCHW float batch, ndarray or tensor, of which the first image is used:
+    graphs have batch 1; the graph input is NHWC)."""
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    name = name or type(module).__name__
+    x = torch.as_tensor(np.asarray(example_input, np.float32))
+    if x.ndim != 4:
+        raise PatchnetError(f"{name}: example input must be an NCHW batch, got shape {tuple(x.shape)}")
+    x = x[:1]
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(module.eval(), (x,)).run_decompositions()
+    except Exception as e:  # torch raises many types for shape mismatches and untraceable code
+        raise PatchnetError(f"{name}: torch.export failed for input shape {tuple(x.shape)}: {_one_line(e)}") from e
+    known = ExportedProgramImporter().convert_map
+    calls = [n for n in ep.graph.nodes if n.op == "call_function"]
+    missing = [(i, n.target.__name__) for i, n in enumerate(calls) if n.target.__name__ not in known]
+    if missing:
+        raise UnsupportedOpsError(f"{name} (aten ops)", missing)
+    try:
+        mod = from_exported_program(ep, run_ep_decomposition=False)
+    except Exception as e:
+        raise PatchnetError(f"{name}: TVM could not import the exported program: {_one_line(e)}") from e
+    g = relax_to_float_graph(mod, name, name)
+    assign_blocks(g)
+    return g
+
+
+def import_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
+    """Float graph of the ONNX file at ``path`` (graph input NHWC); ``input_shape`` (NCHW, batch
+    1) fixes symbolic input dimensions (a symbolic batch dimension defaults to 1)."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise PatchnetError(f"{path}: not a valid ONNX model ({_one_line(e)})") from e
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise PatchnetError(f"{path}: expected one input tensor, found {len(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if input_shape is not None:
+        if len(input_shape) != len(dims) or any(d not in (None, s) for d, s in zip(dims, input_shape)):
+            raise PatchnetError(f"{path}: input shape {tuple(input_shape)} does not match the model's {dims}")
+        dims = list(input_shape)
+    dims = [1 if d is None and i == 0 else d for i, d in enumerate(dims)]
+    if len(dims) != 4 or None in dims or dims[0] != 1:
+        raise PatchnetError(f"{path}: input '{inputs[0].name}' must be one static NCHW image (batch 1), got "
+                            f"{dims}; pass input_shape")
+    known = _get_convert_map()
+    missing = [(i, n.op_type) for i, n in enumerate(model.graph.node) if n.op_type not in known
+               and n.op_type != "Constant"]
+    if missing:
+        raise UnsupportedOpsError(path, missing)
+    try:
+        mod = from_onnx(model, shape_dict={inputs[0].name: dims})
+    except Exception as e:
+        raise PatchnetError(f"{path}: TVM could not import the model: {_one_line(e)}") from e
+    g = relax_to_float_graph(mod, model.graph.name or "onnx_model", path)
+    assign_blocks(g)
+    return g
+
+
+def assign_blocks(g: Graph) -> None:
+    """Number blocks MobileNet-style: the first op is block 0 (stem), then a new block starts at
+    a conv whose input is the only live activation, when that input comes from the stem, is a
+    linear projection conv or residual add (no fused activation), or feeds a spatial conv."""
+    producer = g.producer()
+    last_use = {n: i for i, op in enumerate(g.ops) for n in g.activation_inputs(op)}
+    last_use.update({n: len(g.ops) for n in g.outputs})
+    live, block = set(g.inputs), 0
+    for i, op in enumerate(g.ops):
+        acts = g.activation_inputs(op)
+        if i > 0 and op.kind in ("conv2d", "depthwise_conv2d") and len(live) == 1 and set(acts) == live:
+            src = g.ops[producer[acts[0]]] if acts[0] in producer else None
+            kernel = g.t(op.inputs[1]).shape[1:3]
+            spatial = op.kind == "conv2d" and kernel[0] * kernel[1] > 1
+            linear = src is None or (src.kind in ("conv2d", "add") and src.attrs.get("clamp") is None)
+            if block == 0 or linear or spatial:
+                block += 1
+        op.block = block
+        live = {n for n in live | set(op.outputs) if last_use.get(n, -1) > i}

@@ -1,0 +1,284 @@
+"""Patch planner: the single source of truth for patch-based memory and compute.
+
+Given an int8 graph, a split point ``n`` (the leading blocks ``0..n-1`` run patch by patch;
+the stem conv is block 0) and a ``p x p`` grid of output tiles, the planner infers, for every
+tensor of the patch stage and every tile, the region the tile needs (receptive field, stride,
+padding and dilation, clipped at the feature-map borders), and from those:
+
+- the input patch size and the patch buffer of every stage tensor (the largest region over the
+  tiles: what the patched TIR allocates, checked in tests against the lowered PrimFunc);
+- the per-patch peak memory, by the same liveness analysis as the profiler, on a graph whose
+  stage tensors have their patch sizes and whose stage output is the full-size buffer every tile
+  writes into;
+- the whole-network peak (patch stage, then the rest layer by layer);
+- the MACs executed with overlap (clipping respected) against the per-layer MACs.
+
+Tiles follow TIR's ``split``: a tile is ``ceil(H / p)`` rows high, the last ones may be shorter.
+Regions are not clipped at the map's borders: stage intermediates are stored with margins
+(``kernels/frame.py``) that hold what padding means, filled, not computed. Buffer sizes come from
+the unclipped regions (what TIR allocates), MACs from the regions clipped to the map.
+As in the paper (Sec. 3.1), the stage input is counted at patch size: an image can be produced
+patch by patch (camera lines, JPEG decoding), so only one input patch needs to be in SRAM.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from ..analysis.liveness import analyze
+from ..analysis.profile import op_macs
+from ..errors import PatchnetError
+from ..graph import Graph, Op
+
+#: Ops a patch stage may contain, and how each maps an output region to its input regions.
+_WINDOWED = ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d")
+_ELEMENTWISE = ("add", "mul")
+#: value a windowed reader needs in the margin of its input (conv: the input's zero point)
+_FILL = {"avg_pool2d": 0, "max_pool2d": -128}
+
+
+@dataclass(frozen=True)
+class Region:
+    """Rows ``r0..r1`` and columns ``c0..c1`` (half-open) of a feature map."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def h(self) -> int:
+        return self.r1 - self.r0
+
+    @property
+    def w(self) -> int:
+        return self.c1 - self.c0
+
+    def union(self, o: Region) -> Region:
+        return Region(min(self.r0, o.r0), max(self.r1, o.r1), min(self.c0, o.c0), max(self.c1, o.c1))
+
+
+@dataclass
+class Tile:
+    """One output tile and the region of every stage tensor it needs."""
+
+    row: int
+    col: int
+    regions: dict[str, Region]
+
+
+@dataclass
+class PatchPlan:
+    """Everything about one (p, n) setting. Bytes are int8 activation bytes; MACs are MACs."""
+
+    model: str
+    patches: int
+    split: int
+    stage_ops: list[int]
+    stage_input: str
+    stage_output: str
+    tile_hw: tuple[int, int]
+    tiles: list[Tile]
+    input_patch: tuple[int, int]
+    patch_shapes: dict[str, tuple[int, ...]]
+    patch_buffer_bytes: dict[str, int]
+    patch_stage_peak_bytes: int
+    rest_peak_bytes: int
+    peak_bytes: int
+    per_layer_peak_bytes: int
+    stage_macs: int
+    stage_macs_patched: int
+    total_macs: int
+    total_macs_patched: int
+    op_macs_patched: dict[int, int] = field(default_factory=dict)
+    margins: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    fills: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stage_mac_overhead(self) -> float:
+        return self.stage_macs_patched / self.stage_macs - 1.0 if self.stage_macs else 0.0
+
+    @property
+    def mac_overhead(self) -> float:
+        return self.total_macs_patched / self.total_macs - 1.0 if self.total_macs else 0.0
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of all patch buffers allocated at once (the stage's intermediates)."""
+        return sum(b for n, b in self.patch_buffer_bytes.items() if n not in (self.stage_input, self.stage_output))
+
+    def to_json(self) -> dict:
+        return {
+            "patches": self.patches,
+            "split": self.split,
+            "input_patch": list(self.input_patch),
+            "tile": list(self.tile_hw),
+            "patch_stage_peak_bytes": self.patch_stage_peak_bytes,
+            "rest_peak_bytes": self.rest_peak_bytes,
+            "peak_bytes": self.peak_bytes,
+            "per_layer_peak_bytes": self.per_layer_peak_bytes,
+            "memory_reduction": round(self.per_layer_peak_bytes / self.peak_bytes, 3),
+            "stage_macs": self.stage_macs,
+            "stage_macs_patched": self.stage_macs_patched,
+            "total_macs": self.total_macs,
+            "total_macs_patched": self.total_macs_patched,
+            "stage_mac_overhead": round(self.stage_mac_overhead, 4),
+            "mac_overhead": round(self.mac_overhead, 4),
+            "workspace_bytes": self.workspace_bytes,
+        }
+
+
+def stage_of(graph: Graph, split: int) -> tuple[list[int], str, str]:
+    """Op indices of blocks ``< split``, the stage's one activation input and its output.
+
+    Raises :class:`PatchnetError` when the stage is not a single-input, single-output region
+    of the graph that patches can run (the message names the op and block).
+    """
+    nb = graph.num_blocks
+    if not 1 <= split < nb:
+        raise PatchnetError(f"{graph.name}: split {split} out of range: it must be 1..{nb - 1} ({nb} blocks)")
+    ops = [i for i, op in enumerate(graph.ops) if op.block < split]
+    if ops != list(range(len(ops))):
+        raise PatchnetError(f"{graph.name}: blocks 0..{split - 1} are not the leading ops of the graph")
+    produced = {n for i in ops for n in graph.ops[i].outputs}
+    consumers = graph.consumers()
+    escaping = [n for n in produced if any(c >= len(ops) for c in consumers[n]) or n in graph.outputs]
+    if len(escaping) != 1:
+        raise PatchnetError(
+            f"{graph.name}: split {split} cuts {len(escaping)} tensors ({', '.join(sorted(escaping)[:4])}); "
+            "the patch stage must hand exactly one tensor to the rest of the network"
+        )
+    external = {n for i in ops for n in graph.activation_inputs(graph.ops[i]) if n not in produced}
+    if len(external) != 1:
+        raise PatchnetError(f"{graph.name}: the patch stage reads {len(external)} inputs; it must read one")
+    for i in ops:
+        op = graph.ops[i]
+        if op.kind not in _WINDOWED + _ELEMENTWISE or len(graph.t(op.outputs[0]).shape) != 4:
+            raise PatchnetError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} cannot run "
+                                f"per patch; choose a split <= {op.block}")
+    return ops, external.pop(), escaping[0]
+
+
+def _input_regions(graph: Graph, op: Op, out: Region, block: int) -> dict[str, Region]:
+    """The region of each activation input that ``op`` needs to produce ``out``."""
+    res = {}
+    for name in graph.activation_inputs(op):
+        _, h, w, _ = graph.t(name).shape
+        if op.kind in _WINDOWED:
+            kh, kw = graph.t(op.inputs[1]).shape[1:3] if "conv" in op.kind else op.attrs["pool"]
+            sh, sw = op.attrs["strides"]
+            dh, dw = op.attrs.get("dilation", (1, 1))
+            top, left = op.attrs["padding"][:2]
+            if (kh, kw) == (h + sum(op.attrs["padding"][::2]), w + sum(op.attrs["padding"][1::2])) and h * w > 1:
+                raise PatchnetError(f"{graph.name}: op '{op.name}' ({op.kind}) in block {block} reads the whole "
+                                    f"feature map (global pooling, e.g. an SE block); choose a split <= {block}")
+            r = Region(out.r0 * sh - top, (out.r1 - 1) * sh - top + (kh - 1) * dh + 1,
+                       out.c0 * sw - left, (out.c1 - 1) * sw - left + (kw - 1) * dw + 1)
+        elif (h, w) == (1, 1) and graph.t(op.outputs[0]).shape[1:3] != (1, 1):
+            r = Region(0, 1, 0, 1)  # broadcast operand (per-channel scale)
+        else:
+            r = out
+        res[name] = r
+    return res
+
+
+def _clip(r: Region, h: int, w: int) -> Region:
+    return Region(max(r.r0, 0), min(r.r1, h), max(r.c0, 0), min(r.c1, w))
+
+
+def _fills(graph: Graph, ops: list[int], stage_in: str) -> dict[str, int]:
+    """Margin fill of every stage intermediate read by a padded window: what its padding means
+    to that reader (zero point for convolutions, -128 for max pooling, 0 for average pooling)."""
+    fills: dict[str, int] = {}
+    for i in ops:
+        op = graph.ops[i]
+        if op.kind not in _WINDOWED or not any(op.attrs["padding"]):
+            continue
+        name = op.inputs[0]
+        if name == stage_in:
+            continue
+        fill = _FILL.get(op.kind, graph.t(name).zp)
+        if fills.setdefault(name, fill) != fill:
+            raise PatchnetError(f"{graph.name}: tensor '{name}' is padded differently by its readers "
+                                f"(op '{op.name}'); this stage cannot run per patch")
+    return fills
+
+
+def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
+    """Plan ``patches x patches`` tiles over blocks ``0..split-1`` of ``graph``."""
+    if patches < 1:
+        raise PatchnetError(f"{graph.name}: patches must be >= 1, got {patches}")
+    ops, stage_in, stage_out = stage_of(graph, split)
+    _, oh, ow, _ = graph.t(stage_out).shape
+    if patches > min(oh, ow):
+        raise PatchnetError(f"{graph.name}: {patches}x{patches} patches exceed the {oh}x{ow} output of block {split - 1}")
+    th, tw = -(-oh // patches), -(-ow // patches)
+    tiles = []
+    for ty in range(patches):
+        for tx in range(patches):
+            if ty * th >= oh or tx * tw >= ow:
+                continue  # TIR's split leaves trailing tiles empty when ceil(H/p) * (p-1) >= H
+            regions = {stage_out: Region(ty * th, min((ty + 1) * th, oh), tx * tw, min((tx + 1) * tw, ow))}
+            for i in reversed(ops):  # unclipped: regions may reach past the map into margins
+                op = graph.ops[i]
+                for name, r in _input_regions(graph, op, regions[op.outputs[0]], op.block).items():
+                    regions[name] = regions[name].union(r) if name in regions else r
+            tiles.append(Tile(ty, tx, regions))
+    # Margins: how far any tile's region of a tensor reaches past its map (top, left, bottom, right).
+    margins = {}
+    for name in tiles[0].regions:
+        if name in (stage_in, stage_out):
+            continue
+        _, h, w, _ = graph.t(name).shape
+        rs = [t.regions[name] for t in tiles]
+        margins[name] = (max(0, -min(r.r0 for r in rs)), max(0, -min(r.c0 for r in rs)),
+                         max(0, max(r.r1 for r in rs) - h), max(0, max(r.c1 for r in rs) - w))
+    shapes = {}
+    for name in tiles[0].regions:
+        _, h, w, c = graph.t(name).shape
+        # the stage input is read in place (no margins, no copy): its patch is the in-map region
+        rs = [_clip(t.regions[name], h, w) if name == stage_in else t.regions[name] for t in tiles]
+        shapes[name] = (1, max(r.h for r in rs), max(r.w for r in rs), c)
+    buffer_bytes = {n: s[1] * s[2] * s[3] * graph.t(n).nbytes // graph.t(n).size for n, s in shapes.items()}
+
+    op_macs_patched = {}
+    for i in ops:
+        op = graph.ops[i]
+        full = graph.t(op.outputs[0]).shape
+        per_pixel = op_macs(graph, op) // (full[1] * full[2])
+        computed = [_clip(t.regions[op.outputs[0]], full[1], full[2]) for t in tiles]  # margins are filled
+        op_macs_patched[i] = sum(per_pixel * r.h * r.w for r in computed)
+    stage_macs = sum(op_macs(graph, graph.ops[i]) for i in ops)
+    total_macs = sum(op_macs(graph, op) for op in graph.ops)
+    stage_patched = sum(op_macs_patched.values())
+
+    full = analyze(graph, in_place=True)
+    rest = max(full.op_bytes[len(ops):], default=0)
+    stage_peak = analyze(_patch_graph(graph, ops, stage_in, stage_out, shapes), in_place=True).peak_bytes
+    return PatchPlan(
+        model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
+        tile_hw=(th, tw), tiles=tiles, input_patch=shapes[stage_in][1:3], patch_shapes=shapes,
+        patch_buffer_bytes=buffer_bytes, patch_stage_peak_bytes=stage_peak, rest_peak_bytes=rest,
+        peak_bytes=max(stage_peak, rest), per_layer_peak_bytes=full.peak_bytes, stage_macs=stage_macs,
+        stage_macs_patched=stage_patched, total_macs=total_macs,
+        total_macs_patched=total_macs - stage_macs + stage_patched, op_macs_patched=op_macs_patched,
+        margins=margins, fills=_fills(graph, ops, stage_in),
+    )
+
+
+def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, shapes) -> Graph:
+    """The stage as one patch sees it: tensors at patch size, the output buffer at full size."""
+    tensors = {}
+    for i in ops:
+        for n in graph.ops[i].inputs:
+            if n and n not in tensors:
+                tensors[n] = graph.t(n)
+        for n in graph.ops[i].outputs:
+            tensors[n] = graph.t(n)
+    for n, s in shapes.items():
+        if n != stage_out:
+            t = copy.copy(tensors[n])
+            t.shape = s
+            tensors[n] = t
+    return Graph(graph.name + "-patch", tensors, [graph.ops[i] for i in ops], [stage_in], [stage_out])

@@ -1,0 +1,109 @@
+"""The patch stage as one PrimFunc: the stage's TE kernels composed, then scheduled per patch.
+
+Schedule (``tvm.s_tir.Schedule``), the TIR form of MCUNetV2's Figure 3(b):
+1. the stage output block's rows and columns are split into ``p`` tiles each and the two tile
+   loops are hoisted outermost: one iteration = one output patch;
+2. every producer op, last to first, is ``compute_at`` the column-tile loop: TIR's region
+   inference computes exactly the (overlapping, border-clipped) region each tile needs;
+3. per op, the int32 accumulator is computed at the innermost output loop in "local" scope
+   (a register, not a buffer).
+Intermediates carry top/left margins (``kernels/frame.py``) so that no tile's region starts
+below a buffer's origin.
+Lowering then compacts every intermediate to its per-patch region; the sizes it allocates are
+the planner's ``patch_shapes`` (tests read them back from the lowered TIR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import s_tir, te
+
+from ..graph import Graph
+from ..kernels import lower_op
+from ..kernels.frame import Frame
+from .planner import PatchPlan
+
+
+@dataclass
+class PatchedStage:
+    """The scheduled stage PrimFunc and the constants it takes after the stage input."""
+
+    func: tvm.tirx.PrimFunc
+    consts: list[np.ndarray]
+    name: str
+
+
+def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> PatchedStage:
+    """Compose the TE kernels of ``plan``'s stage and schedule them patch by patch."""
+    x = graph.t(plan.stage_input)
+    env = {plan.stage_input: te.placeholder(x.shape, x.dtype, name="stage_input")}
+    const_phs, consts, op_names = [], [], []
+    frame = Frame(plan.margins, plan.fills)
+    for i in plan.stage_ops:
+        op = graph.ops[i]
+        low = lower_op(graph, op, frame)
+        args = []
+        for a in low.args:
+            if isinstance(a, str):
+                args.append(env[a])
+            else:
+                ph = te.placeholder(a.shape, str(a.dtype), name=f"{low.name}_c{len(const_phs)}")
+                const_phs.append(ph)
+                consts.append(np.ascontiguousarray(a))
+                args.append(ph)
+        env[op.outputs[0]] = low.compute(*args)
+        op_names.append(env[op.outputs[0]].op.name)
+    out = env[plan.stage_output]
+    func = te.create_prim_func([env[plan.stage_input], *const_phs, out]).with_attr("global_symbol", name)
+    sch = s_tir.Schedule(func)
+    _schedule(sch, op_names, plan.patches)
+    return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name)
+
+
+def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int) -> None:
+    all_names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    out = sch.get_sblock(op_names[-1])
+    b, i, j, c = sch.get_loops(out)
+    io, ii = sch.split(i, factors=[patches, None])
+    jo, ji = sch.split(j, factors=[patches, None])
+    sch.reorder(b, io, jo, ii, ji, c)
+    for k, name in reversed(list(enumerate(op_names))):
+        main = sch.get_sblock(name)
+        if k != len(op_names) - 1:
+            sch.compute_at(main, jo, preserve_unit_loops=True)
+        for aux in [n for n in all_names if n.startswith(name + "_")]:
+            blk = sch.get_sblock(aux)
+            # reductions (accumulators, pooling sums): one element at a time, in a register
+            sch.compute_at(blk, sch.get_loops(main)[-1], preserve_unit_loops=True)
+            sch.set_scope(blk, 0, "local")
+
+
+def lowered_allocations(func: tvm.tirx.PrimFunc) -> dict[str, tuple[tuple[int, ...], str, str]]:
+    """Buffers the lowered ``func`` allocates: name -> (shape, dtype, scope), read back after
+    TVM's own buffer compaction (the passes of the default TIR pipeline up to and including
+    ``CompactBufferAllocation``)."""
+    from tvm import s_tir as st
+
+    mod = tvm.IRModule({"main": func})
+    mod = tvm.transform.Sequential([
+        st.transform.CanonicalizeLoop(),
+        st.transform.LowerInitBlock(),
+        st.transform.PlanAndUpdateBufferAllocationLocation(),
+        st.transform.ConvertBlocksToOpaque(),
+        st.transform.CompactBufferAllocation(),
+    ])(mod)
+    found = {}
+    stack = [mod["main"].body]
+    while stack:  # walk statement nodes through the fields that hold sub-statements
+        node = stack.pop()
+        for buf in getattr(node, "alloc_buffers", None) or []:
+            found[buf.name] = (tuple(int(s) for s in buf.shape), str(buf.dtype), str(buf.scope()))
+        for attr in ("body", "block", "then_case", "else_case"):
+            child = getattr(node, attr, None)
+            if isinstance(child, tvm.tirx.Stmt):
+                stack.append(child)
+        stack.extend(getattr(node, "seq", None) or [])
+    return found
