@@ -3,5 +3,5 @@
 from .errors import PatchnetError, UnsupportedOpsError
 from .graph import Graph, Op, Tensor
 
-__all__ = ["Graph", "Op", "Tensor", "PatchnetError", "UnsupportedOpsError"]
+__all__ = ["Graph", "Op", "PatchnetError", "Tensor", "UnsupportedOpsError"]
 __version__ = "0.1.0"

@@ -124,7 +124,7 @@ class GraphBuilder:
         s_in = self.tensors[x].s
         b = self._bias(name + ":b", out_ch, s_in, s_w)
         return self._conv_like("conv2d", name, x, wt, b, (n, oh, ow, out_ch), s_w, kh * kw * c,
-                               dict(strides=(sh, sw), dilation=(dh, dw), padding=pad), act)
+                               {"strides": (sh, sw), "dilation": (dh, dw), "padding": pad}, act)
 
     def depthwise_conv2d(self, x, kernel, stride=1, dilation=1, padding="same", act="relu6", multiplier=1) -> str:
         """Depthwise convolution, 1HW(C*M) weights."""
@@ -139,7 +139,7 @@ class GraphBuilder:
         wt, s_w = self._weights(name + ":w", (1, kh, kw, oc), kh * kw, per_channel_axis=3)
         s_in = self.tensors[x].s
         b = self._bias(name + ":b", oc, s_in, s_w)
-        attrs = dict(strides=(sh, sw), dilation=(dh, dw), padding=pad, depth_multiplier=multiplier)
+        attrs = {"strides": (sh, sw), "dilation": (dh, dw), "padding": pad, "depth_multiplier": multiplier}
         return self._conv_like("depthwise_conv2d", name, x, wt, b, (n, oh, ow, oc), s_w, kh * kw, attrs, act)
 
     def _conv_like(self, kind, name, x, wt, b, out_shape, s_w, fan_in, attrs, act) -> str:
@@ -164,26 +164,26 @@ class GraphBuilder:
         zp = -128 if act in ("relu", "relu6") else 0
         out = self._tensor(name + ":out", (t.size // n_in, n_out), scale=s_out, zp=zp)
         self.ops.append(Op(name, "fully_connected", [x, wt, b], [out],
-                           dict(act=act, act_range=act_range(act, s_out, zp)), self.block))
+                           {"act": act, "act_range": act_range(act, s_out, zp)}, self.block))
         return out
 
     def add(self, a, b, act=None) -> str:
         ta, tb = self.tensors[a], self.tensors[b]
         s_out = max(ta.s, tb.s) * 1.5
-        return self._op("add", [a, b], ta.shape, s_out, 0, dict(act=act, act_range=act_range(act, s_out, 0)))
+        return self._op("add", [a, b], ta.shape, s_out, 0, {"act": act, "act_range": act_range(act, s_out, 0)})
 
     def mul(self, a, b, act=None) -> str:
         ta, tb = self.tensors[a], self.tensors[b]
         shape = tuple(np.broadcast_shapes(ta.shape, tb.shape))
         s_out = ta.s * tb.s * 128.0
-        return self._op("mul", [a, b], shape, s_out, 0, dict(act=act, act_range=act_range(act, s_out, 0)))
+        return self._op("mul", [a, b], shape, s_out, 0, {"act": act, "act_range": act_range(act, s_out, 0)})
 
     def logistic(self, x) -> str:
         return self._op("logistic", [x], self.tensors[x].shape, 1 / 256, -128)
 
     def global_avg_pool(self, x) -> str:
         """Average over H and W (an AVERAGE_POOL_2D with the whole map as window), NHWC out."""
-        n, h, w, c = self.tensors[x].shape
+        _n, h, w, _c = self.tensors[x].shape
         return self.avg_pool2d(x, (h, w), (1, 1), "valid")
 
     def avg_pool2d(self, x, pool, stride, padding="valid") -> str:
@@ -199,7 +199,7 @@ class GraphBuilder:
         n, h, w, c = t.shape
         pad = self._resolve_padding(padding, h, w, ph, pw, sh, sw, 1, 1)
         oh, ow = conv_out(h, ph, sh, 1, pad[0], pad[2]), conv_out(w, pw, sw, 1, pad[1], pad[3])
-        attrs = dict(pool=(ph, pw), strides=(sh, sw), padding=pad, act=None, act_range=(-128, 127))
+        attrs = {"pool": (ph, pw), "strides": (sh, sw), "padding": pad, "act": None, "act_range": (-128, 127)}
         return self._op(kind, [x], (n, oh, ow, c), t.s, t.zp, attrs)
 
     def reshape(self, x, shape) -> str:
@@ -207,7 +207,7 @@ class GraphBuilder:
         return self._op("reshape", [x], tuple(shape), t.s, t.zp)
 
     def softmax(self, x) -> str:
-        return self._op("softmax", [x], self.tensors[x].shape, 1 / 256, -128, dict(beta=1.0))
+        return self._op("softmax", [x], self.tensors[x].shape, 1 / 256, -128, {"beta": 1.0})
 
     def finish(self, outputs: list[str] | str) -> Graph:
         outputs = [outputs] if isinstance(outputs, str) else list(outputs)

@@ -13,12 +13,14 @@ def add_parser(sub) -> None:
                        description="Profile a model's int8 activation memory by the MCUNetV2 paper's rule "
                                    "(in-place depthwise and residual add) and the plain layer-by-layer rule.")
     add_model_args(p)
+    p.add_argument("--patches", metavar="P|auto", help="run the first blocks on a P x P grid of patches")
+    p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch (stem = block 0)")
+    p.add_argument("--sram", metavar="SIZE", help="with auto: lowest MAC overhead whose peak fits SIZE (e.g. 256KB)")
     p.add_argument("--json", action="store_true", help="print the stable JSON report instead of tables")
     p.add_argument("--plot", metavar="FILE.png", help="draw per-block peak memory bars (the paper's Figure 1)")
     p.add_argument("--budget", default="256KB", help="SRAM line drawn on the plot (default 256KB)")
     p.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
     p.set_defaults(drive=drive_profile)
-    p.set_defaults(model_optional=True)
     p._positionals._group_actions[0].nargs = "?"  # model may be omitted with --list
 
 
@@ -30,17 +32,18 @@ def drive_profile(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise PatchnetError("a MODEL is required (a .tflite/.onnx file or a built-in name; see --list)")
-    from .common import byte_size
-
-    try:
-        budget = byte_size(args.budget)
-    except argparse.ArgumentTypeError as e:
-        raise PatchnetError(f"--budget: {e}") from None
-    report = profile_model(args.model, resolution=args.resolution, width=args.width)
+    budget = parse_size("--budget", args.budget)
+    sram = parse_size("--sram", args.sram) if args.sram else None
+    patches, split = parse_auto("--patches", args.patches), parse_auto("--split", args.split)
+    if sram is not None and args.patches is None and args.split is None:
+        patches = split = "auto"
+    report = profile_model(args.model, resolution=args.resolution, width=args.width,
+                           patches=patches, split=split, sram_bytes=sram)
     if args.plot:
         from ..analysis.plot import plot_blocks
 
-        write_atomic(args.plot, plot_blocks(report, budget_bytes=budget))
+        patched = _patched_block_peaks(report)
+        write_atomic(args.plot, plot_blocks(report, budget_bytes=sram or budget, patched=patched))
     if args.json:
         print(dump_json(report.to_json()))
     else:
@@ -50,12 +53,55 @@ def drive_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def profile_model(model: str, resolution: int | None = None, width: float | None = None):
-    """Load ``model`` and return its :class:`~tvm_patchnet.analysis.profile.ProfileReport`."""
+def parse_size(flag: str, text: str) -> int:
+    from .common import byte_size
+
+    try:
+        return byte_size(text)
+    except argparse.ArgumentTypeError as e:
+        raise PatchnetError(f"{flag}: {e}") from None
+
+
+def parse_auto(flag: str, text: str | None):
+    """None, "auto" or a positive int."""
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise PatchnetError(f"{flag}: expected a positive integer or 'auto', got '{text}'")
+    return int(text)
+
+
+def profile_model(model: str, resolution: int | None = None, width: float | None = None,
+                  patches=None, split=None, sram_bytes: int | None = None):
+    """Load ``model`` and return its :class:`~tvm_patchnet.analysis.profile.ProfileReport`.
+
+    With ``patches``/``split`` (ints or "auto") the report's ``patch`` field holds the patch
+    plan's figures (:meth:`~tvm_patchnet.patch.PatchPlan.to_json`); ``{"patches": 1}`` when
+    the chosen execution is layer by layer (it already fits ``sram_bytes``).
+    """
     from ..analysis.profile import profile
     from ..frontend import load_model
 
-    return profile(load_model(model, resolution=resolution, width=width))
+    graph = load_model(model, resolution=resolution, width=width)
+    report = profile(graph)
+    if patches is None and split is None:
+        return report
+    if patches is None or split is None:
+        raise PatchnetError("--patches and --split go together (each a number or 'auto')")
+    from ..patch.search import choose_plan
+
+    plan = choose_plan(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
+    report.patch = plan.to_json() if plan else {"patches": 1, "split": 0, "peak_bytes": report.peak_bytes,
+                                                  "mac_overhead": 0.0, "note": "fits layer by layer"}
+    return report
+
+
+def _patched_block_peaks(report) -> list[int] | None:
+    """Per-block peak under the report's patch plan (stage blocks per patch, others as is)."""
+    if not report.patch or report.patch.get("patches", 1) == 1:
+        return None
+    stage = {int(b): v for b, v in report.patch["patch_block_peaks"].items()}
+    return [stage.get(b.index, b.peak_bytes) for b in report.blocks]
 
 
 def _kb(b: int) -> str:
@@ -66,11 +112,12 @@ def format_report(r) -> str:
     """Human-readable tables: per-block summary, then per-layer detail."""
     lines = [
         f"model {r.model}: {len(r.layers)} layers in {len(r.blocks)} blocks, int8",
-        f"peak activation memory  {r.peak_bytes:>12,} B  ({_kb(r.peak_bytes)} kB) in block {r.peak_block}"
-        "   [paper's rule: in-place depthwise and residual add]",
-        f"layer by layer, plain   {r.peak_bytes_no_inplace:>12,} B  ({_kb(r.peak_bytes_no_inplace)} kB)"
-        "   [every tensor its own buffer]",
+        (f"peak activation memory  {r.peak_bytes:>12,} B  ({_kb(r.peak_bytes)} kB) in block {r.peak_block}"
+        "   [paper's rule: in-place depthwise and residual add]"),
+        (f"layer by layer, plain   {r.peak_bytes_no_inplace:>12,} B  ({_kb(r.peak_bytes_no_inplace)} kB)"
+        "   [every tensor its own buffer]"),
         f"MACs {r.total_macs:,} ({r.total_macs / 1e6:.1f} M)   weights {r.weight_bytes:,} B ({_kb(r.weight_bytes)} kB)",
+        *_patch_lines(r.patch),
         "",
         f"{'block':>5} {'layers':>6} {'peak kB':>9} {'plain kB':>9} {'MACs (M)':>9} {'weights kB':>10}",
     ]
@@ -79,13 +126,31 @@ def format_report(r) -> str:
         bar = "#" * max(1, round(30 * b.peak_bytes / top))
         lines.append(f"{b.index:>5} {len(b.layers):>6} {_kb(b.peak_bytes):>9} {_kb(b.peak_bytes_no_inplace):>9} "
                      f"{b.macs / 1e6:>9.2f} {_kb(b.weight_bytes):>10}  {bar}")
-    lines += ["", f"{'#':>3} {'blk':>3} {'op':<17} {'input':<18} {'output':<18} {'MACs':>12} {'weights B':>10} "
-                  f"{'act B':>10} {'plain B':>10}"]
+    lines += ["", (f"{'#':>3} {'blk':>3} {'op':<17} {'input':<18} {'output':<18} {'MACs':>12} {'weights B':>10} "
+                  f"{'act B':>10} {'plain B':>10}")]
     for la in r.layers:
         lines.append(f"{la.index:>3} {la.block:>3} {la.op:<17} {_shape(la.input_shape):<18} "
                      f"{_shape(la.output_shape):<18} {la.macs:>12,} {la.weight_bytes:>10,} "
                      f"{la.activation_bytes:>10,} {la.activation_bytes_no_inplace:>10,}")
     return "\n".join(lines)
+
+
+def _patch_lines(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    if p.get("patches", 1) == 1:
+        return ["", "patch-based inference: not needed, the model fits layer by layer"]
+    ih, iw = p["input_patch"]
+    return [
+        "",
+        (f"patch-based inference: {p['patches']}x{p['patches']} patches over blocks 0..{p['split'] - 1} "
+        f"(input patch {ih}x{iw}, output tile {p['tile'][0]}x{p['tile'][1]})"),
+        f"  per-patch stage peak  {p['patch_stage_peak_bytes']:>12,} B  ({_kb(p['patch_stage_peak_bytes'])} kB)",
+        (f"  whole network peak    {p['peak_bytes']:>12,} B  ({_kb(p['peak_bytes'])} kB), "
+        f"{p['memory_reduction']:.1f}x below {p['per_layer_peak_bytes']:,} B"),
+        (f"  MAC overhead          stage +{100 * p['stage_mac_overhead']:.1f}%, overall +{100 * p['mac_overhead']:.1f}% "
+        f"({p['total_macs_patched']:,} MACs)"),
+    ]
 
 
 def _shape(s) -> str:

@@ -37,7 +37,7 @@ def load_tflite(path: str) -> Graph:
         return _Importer(model, path).run()
     except PatchnetError:
         raise
-    except Exception as e:  # a truncated or corrupt flatbuffer fails deep inside the reader
+    except Exception as e:  # noqa: BLE001 - a corrupt flatbuffer fails anywhere inside the reader
         raise PatchnetError(f"{path}: corrupt TFLite file ({type(e).__name__}: {e})") from None
 
 
@@ -147,7 +147,7 @@ def _conv(imp: _Importer, op, ins, outs):
     depthwise = _OPNAMES[imp._code(op)] == "DEPTHWISE_CONV_2D"
     o = imp.options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
     s, d = (o.StrideH(), o.StrideW()), (o.DilationHFactor(), o.DilationWFactor())
-    attrs = dict(strides=s, dilation=d, padding=_same_or_valid(o.Padding(), xs[1:3], ws[1:3], s, d))
+    attrs = {"strides": s, "dilation": d, "padding": _same_or_valid(o.Padding(), xs[1:3], ws[1:3], s, d)}
     attrs.update(imp.act(o.FusedActivationFunction(), outs[0]))
     if depthwise:
         attrs["depth_multiplier"] = ws[3] // xs[3]
@@ -175,7 +175,7 @@ def _pool(kind):
         o = imp.options(op, tflite.Pool2DOptions)
         x = imp.name(ins[0])
         k, s = (o.FilterHeight(), o.FilterWidth()), (o.StrideH(), o.StrideW())
-        attrs = dict(pool=k, strides=s, padding=_same_or_valid(o.Padding(), imp.tensors[x].shape[1:3], k, s, (1, 1)))
+        attrs = {"pool": k, "strides": s, "padding": _same_or_valid(o.Padding(), imp.tensors[x].shape[1:3], k, s, (1, 1))}
         attrs.update(imp.act(o.FusedActivationFunction(), outs[0]))
         return kind, [x], attrs
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analysis.blocks import assign_blocks
 from ..errors import PatchnetError, UnsupportedOpsError
 from ..graph import Graph
 from .float_graph import relax_to_float_graph
@@ -89,24 +90,3 @@ def import_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     g = relax_to_float_graph(mod, model.graph.name or "onnx_model", path)
     assign_blocks(g)
     return g
-
-
-def assign_blocks(g: Graph) -> None:
-    """Number blocks MobileNet-style: the first op is block 0 (stem), then a new block starts at
-    a conv whose input is the only live activation, when that input comes from the stem, is a
-    linear projection conv or residual add (no fused activation), or feeds a spatial conv."""
-    producer = g.producer()
-    last_use = {n: i for i, op in enumerate(g.ops) for n in g.activation_inputs(op)}
-    last_use.update({n: len(g.ops) for n in g.outputs})
-    live, block = set(g.inputs), 0
-    for i, op in enumerate(g.ops):
-        acts = g.activation_inputs(op)
-        if i > 0 and op.kind in ("conv2d", "depthwise_conv2d") and len(live) == 1 and set(acts) == live:
-            src = g.ops[producer[acts[0]]] if acts[0] in producer else None
-            kernel = g.t(op.inputs[1]).shape[1:3]
-            spatial = op.kind == "conv2d" and kernel[0] * kernel[1] > 1
-            linear = src is None or (src.kind in ("conv2d", "add") and src.attrs.get("clamp") is None)
-            if block == 0 or linear or spatial:
-                block += 1
-        op.block = block
-        live = {n for n in live | set(op.outputs) if last_use.get(n, -1) > i}

@@ -94,6 +94,8 @@ class PatchPlan:
     op_macs_patched: dict[int, int] = field(default_factory=dict)
     margins: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     fills: dict[str, int] = field(default_factory=dict)
+    #: per-patch peak bytes of each stage block (the stage output buffer included)
+    patch_block_peaks: dict[int, int] = field(default_factory=dict)
 
     @property
     def stage_mac_overhead(self) -> float:
@@ -126,6 +128,7 @@ class PatchPlan:
             "stage_mac_overhead": round(self.stage_mac_overhead, 4),
             "mac_overhead": round(self.mac_overhead, 4),
             "workspace_bytes": self.workspace_bytes,
+            "patch_block_peaks": {str(b): v for b, v in sorted(self.patch_block_peaks.items())},
         }
 
 
@@ -255,7 +258,12 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
 
     full = analyze(graph, in_place=True)
     rest = max(full.op_bytes[len(ops):], default=0)
-    stage_peak = analyze(_patch_graph(graph, ops, stage_in, stage_out, shapes), in_place=True).peak_bytes
+    patch_live = analyze(_patch_graph(graph, ops, stage_in, stage_out, shapes), in_place=True)
+    stage_peak = patch_live.peak_bytes
+    block_peaks = {}
+    for k, i in enumerate(ops):
+        b = graph.ops[i].block
+        block_peaks[b] = max(block_peaks.get(b, 0), patch_live.op_bytes[k])
     return PatchPlan(
         model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
         tile_hw=(th, tw), tiles=tiles, input_patch=shapes[stage_in][1:3], patch_shapes=shapes,
@@ -263,7 +271,7 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         peak_bytes=max(stage_peak, rest), per_layer_peak_bytes=full.peak_bytes, stage_macs=stage_macs,
         stage_macs_patched=stage_patched, total_macs=total_macs,
         total_macs_patched=total_macs - stage_macs + stage_patched, op_macs_patched=op_macs_patched,
-        margins=margins, fills=_fills(graph, ops, stage_in),
+        margins=margins, fills=_fills(graph, ops, stage_in), patch_block_peaks=block_peaks,
     )
 
 

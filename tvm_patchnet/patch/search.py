@@ -1,0 +1,61 @@
+"""Choose the patch setting: ``--patches auto --split auto [--sram BYTES]``.
+
+Without a budget: the (p, n) with the lowest whole-network peak, ties broken by the lower MAC
+overhead (then fewer patches). With an SRAM budget: the lowest MAC overhead among the settings
+whose peak fits, layer-by-layer execution (no patches, no overhead) included. A budget nothing
+meets is an error stating the smallest peak reachable. Every figure comes from the planner.
+"""
+
+from __future__ import annotations
+
+from ..analysis.liveness import analyze
+from ..errors import PatchnetError
+from ..graph import Graph
+from .planner import PatchPlan, plan_patches
+
+#: patch counts tried by ``auto``: the paper's range (Sec. 4.4, Figure 8); larger grids buy
+#: little memory for a steeply growing overhead.
+AUTO_PATCHES = (2, 3, 4, 5)
+
+
+def candidate_plans(graph: Graph, patches: int | None = None, split: int | None = None) -> list[PatchPlan]:
+    """Every feasible plan for the fixed ``patches``/``split`` (None = try all)."""
+    ps = [patches] if patches else AUTO_PATCHES
+    ns = [split] if split else range(1, graph.num_blocks)
+    plans, errors = [], []
+    for n in ns:
+        for p in ps:
+            try:
+                plans.append(plan_patches(graph, p, n))
+            except PatchnetError as e:
+                errors.append(str(e))
+                if split is None and ("cannot run per patch" in str(e) or "whole feature map" in str(e)):
+                    break  # a later split would contain the same op: stop growing n
+        else:
+            continue
+        if split is None and errors and ("cannot run per patch" in errors[-1] or "whole feature map" in errors[-1]):
+            break
+    if not plans:
+        raise PatchnetError(errors[-1] if errors else f"{graph.name}: no patch setting is feasible")
+    return plans
+
+
+def choose_plan(graph: Graph, patches: int | None = None, split: int | None = None,
+                sram_bytes: int | None = None) -> PatchPlan | None:
+    """The best plan by the rule in the module docstring; None means "run layer by layer"
+    (only with a budget, when that already fits)."""
+    plans = candidate_plans(graph, patches, split)
+    if sram_bytes is None:
+        return min(plans, key=lambda q: (q.peak_bytes, q.mac_overhead, q.patches, q.split))
+    per_layer = analyze(graph, in_place=True).peak_bytes
+    if per_layer <= sram_bytes and patches is None and split is None:
+        return None
+    fits = [q for q in plans if q.peak_bytes <= sram_bytes]
+    if not fits:
+        best = min(plans, key=lambda q: q.peak_bytes)
+        raise PatchnetError(
+            f"{graph.name}: no patch setting fits {sram_bytes:,} B of SRAM; the smallest peak reachable is "
+            f"{best.peak_bytes:,} B ({best.peak_bytes / 1024:.1f} kB) with {best.patches}x{best.patches} patches, "
+            f"split {best.split}"
+        )
+    return min(fits, key=lambda q: (q.mac_overhead, q.peak_bytes, q.patches, q.split))
