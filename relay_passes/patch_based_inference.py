@@ -22,7 +22,6 @@ from tvm import relax
 
 from tvm_patchnet.errors import PatchnetError
 from tvm_patchnet.graph import Graph
-from tvm_patchnet.lower import _var_name
 from tvm_patchnet.patch.planner import PatchPlan
 from tvm_patchnet.patch.stage import build_stage
 
@@ -37,42 +36,39 @@ class PatchBasedInference:
         self.func_name = func_name
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        stage_names = [_var_name(self.graph.ops[i].name) for i in self.plan.stage_ops]
         main = mod["main"]
         body = main.body
         if len(body.blocks) != 1 or not isinstance(body.blocks[0], relax.DataflowBlock):
             raise PatchnetError("PatchBasedInference expects main to be one dataflow block (from to_relax)")
         bindings = list(body.blocks[0].bindings)
-        callee = [_callee_name(b.value) for b in bindings]
-        found = [k for k, name in enumerate(callee) if name in stage_names]
-        if sorted(callee[k] for k in found) != sorted(stage_names):
-            missing = sorted(set(stage_names) - {callee[k] for k in found})
-            raise PatchnetError(f"PatchBasedInference: stage ops not found in main: {', '.join(missing[:5])}")
-        last = found[-1]
-        first_args = bindings[found[0]].value.args[1].fields
+        # to_relax emits one binding per op, in op order; the stage is the leading ops. (Names do
+        # not identify ops: BlockBuilder shares one PrimFunc between structurally equal ops.)
+        k = len(self.plan.stage_ops)
+        if len(bindings) < k or any(_callee(b.value) is None for b in bindings[:k]):
+            raise PatchnetError("PatchBasedInference: main does not start with the stage's call_tir bindings")
         stage = build_stage(self.graph, self.plan, self.func_name)
-        bb = relax.BlockBuilder(tvm.IRModule({k: v for k, v in mod.functions.items() if k.name_hint not in stage_names}))
-        gv = bb.add_func(stage.func, self.func_name)  # a typed GlobalVar
-        new_mod = bb.get()
         out = self.graph.t(self.plan.stage_output)
-        call = relax.op.call_tir(
-            gv,
-            relax.Tuple([first_args[0], *[relax.const(c) for c in stage.consts]]),
-            relax.TensorType(shape=out.shape, dtype=out.dtype),
-        )
-        kept = []
-        for k, b in enumerate(bindings):
-            if k == last:
-                kept.append(relax.VarBinding(b.var, call))  # same var: later bindings need no rewrite
-            elif k not in found:
-                kept.append(b)
-        new_body = relax.SeqExpr([relax.DataflowBlock(kept)], body.body)
-        new_mod["main"] = relax.Function(main.params, new_body, main.ret_ty, main.is_pure, main.attrs)
+        stage_in = main.params[self.graph.inputs.index(self.plan.stage_input)]
+        kept = bindings[k:]
+        bb = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in mod.functions.items()
+                                              if gv.name_hint == "main" or _used(gv, kept)}))
+        gv = bb.add_func(stage.func, self.func_name)  # a typed GlobalVar
+        call = relax.op.call_tir(gv, relax.Tuple([stage_in, *[relax.const(c) for c in stage.consts]]),
+                                 relax.TensorType(shape=out.shape, dtype=out.dtype))
+        # the stage output keeps its var, so the bindings after it need no rewrite
+        new_block = relax.DataflowBlock([relax.VarBinding(bindings[k - 1].var, call), *kept])
+        new_mod = bb.get()
+        new_mod["main"] = relax.Function(main.params, relax.SeqExpr([new_block], body.body), main.ret_ty,
+                                         main.is_pure, main.attrs)
         return new_mod
 
 
-def _callee_name(value) -> str | None:
-    """Name of the PrimFunc a ``call_tir`` binding calls, else None."""
+def _callee(value):
+    """The GlobalVar a ``call_tir`` binding calls, else None."""
     if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
-        return value.args[0].name_hint
+        return value.args[0]
     return None
+
+
+def _used(gv, bindings) -> bool:
+    return any((c := _callee(b.value)) is not None and c.same_as(gv) for b in bindings)

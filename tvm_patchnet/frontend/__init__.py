@@ -43,7 +43,7 @@ def load_model(
 
         float_graph = import_onnx(spec)
         return quantize(float_graph, _calibration(float_graph, calibration, seed))
-    if os.path.sep in spec or ext:
+    if os.path.exists(spec) or os.path.sep in spec or ext in (".pb", ".h5", ".pt", ".pth", ".keras", ".tf"):
         raise PatchnetError(f"{spec}: unknown model format '{ext or spec}' (expected .tflite, .onnx or a built-in name)")
     from ..zoo import get_architecture
 

@@ -74,30 +74,34 @@ def lower_mul(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
 
 
 @register("quantize")
-def lower_quantize(graph: Graph, op: Op) -> Lowered:
-    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+def lower_quantize(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
+    xn, yn = op.inputs[0], op.outputs[0]
+    x, y = graph.t(xn), graph.t(yn)
+    mo = frame.margin(yn)
+    out_shape = frame.ext_shape(yn, y.shape)
+    fill = tirx.const(frame.fill(yn, y.zp), "int8")
     if x.dtype == "int8":  # requantize: TFLM Requantize, MBQM(x - zp_in) + zp_out
         m, s = quantize_multiplier(float(x.s) / float(y.s))
 
-        def requant(xt):
-            return te.compute(
-                y.shape, lambda *i: clamp_to_int8(mbqm_const(xt(*i).astype("int32") - x.zp, m, s) + y.zp, -128, 127),
-                name=op.name,
-            )
+        def value(v):
+            return clamp_to_int8(mbqm_const(v.astype("int32") - x.zp, m, s) + y.zp, -128, 127)
+    else:
+        inv = float(y.s)
 
-        return Lowered(op.name, requant, [op.inputs[0]])
-    inv_scale = float(y.s)
-
-    def quant(xt):  # graph edge only: float32 in. TFLite: round(x / scale) half away from zero
-        def f(*i):
-            v = (xt(*i) / tirx.const(inv_scale, "float32")).astype("float64")
-            r = tirx.if_then_else(v >= 0, tirx.floor(v + 0.5), -tirx.floor(-v + 0.5))
+        def value(v):  # graph edge only: float32 in. TFLite: round(x / scale) half away from zero
+            q = (v / tirx.const(inv, "float32")).astype("float64")
+            r = tirx.if_then_else(q >= 0, tirx.floor(q + 0.5), -tirx.floor(-q + 0.5))
             r = tirx.min(tirx.max(r, tirx.const(-1e9, "float64")), tirx.const(1e9, "float64"))
             return clamp_to_int8(r.astype("int32") + y.zp, -128, 127)
 
-        return te.compute(y.shape, f, name=op.name)
+    def compute(xt):
+        def f(*i):
+            inside = valid(i[1], i[2], mo, y.shape[1], y.shape[2]) if len(i) == 4 else None
+            return guarded(inside, value(xt[_broadcast_index(i, x.shape, y.shape, frame.margin(xn), mo)]), fill)
 
-    return Lowered(op.name, quant, [op.inputs[0]])
+        return te.compute(out_shape, f, name=op.name)
+
+    return Lowered(op.name, compute, [xn])
 
 
 @register("dequantize")

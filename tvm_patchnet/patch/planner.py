@@ -33,7 +33,7 @@ from ..graph import Graph, Op
 
 #: Ops a patch stage may contain, and how each maps an output region to its input regions.
 _WINDOWED = ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d")
-_ELEMENTWISE = ("add", "mul")
+_ELEMENTWISE = ("add", "mul", "quantize")
 #: value a windowed reader needs in the margin of its input (conv: the input's zero point)
 _FILL = {"avg_pool2d": 0, "max_pool2d": -128}
 

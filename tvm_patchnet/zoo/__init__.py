@@ -24,6 +24,7 @@ from ..graph import Graph
 from .blocks import build_net
 from .configs import CONFIGS, NetSpec
 from .fbnet import FBNET_A
+from .mbv2_rd import mbv2_rd
 from .mnasnet import MNASNET_A1
 from .mobilenetv2 import mobilenetv2
 
@@ -49,6 +50,7 @@ def _mobilenetv2(resolution: int | None, width: float | None, seed: int) -> Grap
 
 _ARCHS: dict[str, _Builder] = {
     "mobilenetv2": _mobilenetv2,
+    "mbv2-rd": lambda r, w, s: mbv2_rd(1.0 if w is None else w, 224 if r is None else r, s),
     "mnasnet": _fixed(MNASNET_A1),
     "fbnet-a": _fixed(FBNET_A),
     **{name: _fixed(spec) for name, spec in CONFIGS.items()},
