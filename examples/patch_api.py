@@ -15,6 +15,7 @@ from tvm_patchnet.frontend import load_model
 from tvm_patchnet.lower import to_relax
 from tvm_patchnet.patch import plan_patches
 from tvm_patchnet.patch.search import choose_plan
+from tvm_patchnet.patch.stage import lowered_allocations
 from tvm_patchnet.runtime import build, run_module
 
 
@@ -33,7 +34,14 @@ def main(argv=None) -> None:
 
     mod = to_relax(graph)  # one call_tir per op
     patched = PatchBasedInference(graph, plan)(mod)  # the stage becomes one PrimFunc
-    print(patched["patch_stage"].script()[:1500], "...")  # the patched loop nest
+    tir = patched["patch_stage"].script()  # the patched loop nest, as TVMScript
+    loops = [ln for ln in tir.splitlines() if ln.lstrip().startswith("for ")]
+    print("\n".join(loops[:12]), "\n    ...")
+    # what lowering really allocates per patch (TVM's own buffer compaction), against the planner
+    for name, (shape, dtype, scope) in lowered_allocations(patched["patch_stage"]).items():
+        if scope == "global":
+            print(f"  patch buffer {name:<12} {shape} {dtype}")
+    print(f"  planner workspace: {plan.workspace_bytes:,} B")
 
     x = np.random.default_rng(0).integers(-128, 128, size=graph.t(graph.inputs[0]).shape, dtype=np.int8)
     ref = run_module(build(mod), [x])
