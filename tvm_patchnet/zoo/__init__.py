@@ -3,7 +3,8 @@
 No trained weights: :class:`~tvm_patchnet.builder.GraphBuilder` draws int8 weights from ``seed``,
 which is enough for memory analysis and compilation. Names (case-insensitive, ``_`` = ``-``):
 
-- ``mobilenetv2`` (width 1.0, 224x224 by default; torchvision channel rounding);
+- ``mobilenetv2`` (width 1.0, 224x224 by default; torchvision channel rounding) and ``mbv2-rd``,
+  the MCUNetV2 paper's receptive-field-redistributed MobileNetV2 (Figure 4; see ``mbv2_rd.py``);
 - ``mnasnet`` / ``mnasnet-a1`` (MnasNet-A1 with its SE blocks) and ``fbnet-a``;
 - every mit-han-lab/tinyml ``mcunet-configs`` design under its file stem minus ``_imagenet``:
   ``mcunet-*``, ``mbv2-w0.35-r144``, ``mbv2-w0.3-r80``, ``proxyless-w0.3-r176``,
@@ -66,7 +67,7 @@ def list_architectures() -> list[str]:
 def get_architecture(name: str, resolution: int | None = None, width: float | None = None, seed: int = 0) -> Graph:
     """Build architecture ``name`` for a ``resolution`` x ``resolution`` RGB input (pixels, >= 32).
 
-    ``width`` is a channel multiplier (only ``mobilenetv2`` takes one other than 1.0); ``None``
+    ``width`` is a channel multiplier (only ``mobilenetv2`` and ``mbv2-rd`` take one other than 1.0); ``None``
     means the architecture's default for both. Raises :class:`PatchnetError` (one line) on an
     unknown name or a width / resolution the architecture cannot take.
     """
