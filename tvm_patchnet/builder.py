@@ -110,15 +110,20 @@ class GraphBuilder:
         # Output std in real units over the int8 std we aim for (~_OUT_STD levels).
         return float(s_in * float(np.mean(s_w)) * _INT8_STD * _INT8_STD * math.sqrt(fan_in) / _OUT_STD)
 
-    # ---------------------------------------------------------------------- ops
-    def conv2d(self, x, out_ch, kernel, stride=1, dilation=1, padding="same", act="relu6") -> str:
-        """Regular convolution, OHWI weights; ``kernel``/``stride``/``dilation`` int or pair."""
+    def _window(self, x, kernel, stride, dilation, padding):
+        """Geometry of a windowed op on NHWC ``x``: ((kh, kw), strides, dilation, padding, (n, oh, ow), c)."""
         kh, kw = _pair(kernel)
         sh, sw = _pair(stride)
         dh, dw = _pair(dilation)
         n, h, w, c = self.tensors[x].shape
         pad = self._resolve_padding(padding, h, w, kh, kw, sh, sw, dh, dw)
         oh, ow = conv_out(h, kh, sh, dh, pad[0], pad[2]), conv_out(w, kw, sw, dw, pad[1], pad[3])
+        return (kh, kw), (sh, sw), (dh, dw), pad, (n, oh, ow), c
+
+    # ---------------------------------------------------------------------- ops
+    def conv2d(self, x, out_ch, kernel, stride=1, dilation=1, padding="same", act="relu6") -> str:
+        """Regular convolution, OHWI weights; ``kernel``/``stride``/``dilation`` int or pair."""
+        (kh, kw), (sh, sw), (dh, dw), pad, (n, oh, ow), c = self._window(x, kernel, stride, dilation, padding)
         name = self._uniq("conv")
         wt, s_w = self._weights(name + ":w", (out_ch, kh, kw, c), kh * kw * c)
         s_in = self.tensors[x].s
@@ -128,12 +133,7 @@ class GraphBuilder:
 
     def depthwise_conv2d(self, x, kernel, stride=1, dilation=1, padding="same", act="relu6", multiplier=1) -> str:
         """Depthwise convolution, 1HW(C*M) weights."""
-        kh, kw = _pair(kernel)
-        sh, sw = _pair(stride)
-        dh, dw = _pair(dilation)
-        n, h, w, c = self.tensors[x].shape
-        pad = self._resolve_padding(padding, h, w, kh, kw, sh, sw, dh, dw)
-        oh, ow = conv_out(h, kh, sh, dh, pad[0], pad[2]), conv_out(w, kw, sw, dw, pad[1], pad[3])
+        (kh, kw), (sh, sw), (dh, dw), pad, (n, oh, ow), c = self._window(x, kernel, stride, dilation, padding)
         oc = c * multiplier
         name = self._uniq("dwconv")
         wt, s_w = self._weights(name + ":w", (1, kh, kw, oc), kh * kw, per_channel_axis=3)
@@ -194,12 +194,8 @@ class GraphBuilder:
 
     def _pool(self, kind, x, pool, stride, padding) -> str:
         t = self.tensors[x]
-        ph, pw = _pair(pool)
-        sh, sw = _pair(stride)
-        n, h, w, c = t.shape
-        pad = self._resolve_padding(padding, h, w, ph, pw, sh, sw, 1, 1)
-        oh, ow = conv_out(h, ph, sh, 1, pad[0], pad[2]), conv_out(w, pw, sw, 1, pad[1], pad[3])
-        attrs = {"pool": (ph, pw), "strides": (sh, sw), "padding": pad, "act": None, "act_range": (-128, 127)}
+        (ph, pw), strides, _, pad, (n, oh, ow), c = self._window(x, pool, stride, 1, padding)
+        attrs = {"pool": (ph, pw), "strides": strides, "padding": pad, "act": None, "act_range": (-128, 127)}
         return self._op(kind, [x], (n, oh, ow, c), t.s, t.zp, attrs)
 
     def reshape(self, x, shape) -> str:

@@ -15,6 +15,7 @@ from ..graph import Graph, Op
 from ..quant import requantize_params
 from . import Lowered, register
 from .frame import NO_FRAME, Frame, both, guarded, tap_guard, valid
+from .indexing import ravel, unravel
 from .requant import clamp_to_int8, mbqm
 
 
@@ -89,7 +90,7 @@ def lower_fc(graph: Graph, op: Op) -> Lowered:
     def compute(xt, wt, bt, mt, st):
         flat = xt.shape
         xf = te.compute(
-            (batch, n_in), lambda b, i: xt[_unflatten(b * n_in + i, flat)], name=op.name + "_flat"
+            (batch, n_in), lambda b, i: xt[unravel(b * n_in + i, flat)], name=op.name + "_flat"
         ) if len(flat) != 2 else xt
         r = te.reduce_axis((0, n_in), "r")
         acc = te.compute(
@@ -104,21 +105,6 @@ def lower_fc(graph: Graph, op: Op) -> Lowered:
         )
         if tuple(out_shape) == (batch, n_out):
             return out
-        return te.compute(out_shape, lambda *i: out[_flat_index(i, out_shape, n_out)], name=op.name)
+        return te.compute(out_shape, lambda *i: out[unravel(ravel(i, out_shape), (batch, n_out))], name=op.name)
 
     return Lowered(op.name, compute, [op.inputs[0], w.data, bias, mult, shift])
-
-
-def _unflatten(idx, shape):
-    out = []
-    for d in reversed(shape):
-        out.append(tirx.floormod(idx, d))
-        idx = tirx.floordiv(idx, d)
-    return tuple(reversed(out))
-
-
-def _flat_index(i, shape, inner):
-    flat = 0
-    for k, d in zip(i, shape):
-        flat = flat * d + k
-    return (tirx.floordiv(flat, inner), tirx.floormod(flat, inner))

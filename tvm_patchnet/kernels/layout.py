@@ -8,22 +8,8 @@ from tvm import te, tirx
 from ..graph import Graph, Op
 from ..quant import quantize_multiplier
 from . import Lowered, register
+from .indexing import ravel, unravel
 from .requant import clamp_to_int8, mbqm_const
-
-
-def _row_major_index(idx, shape):
-    flat = 0
-    for k, d in zip(idx, shape):
-        flat = flat * d + k
-    return flat
-
-
-def _unravel(flat, shape):
-    out = []
-    for d in reversed(shape):
-        out.append(tirx.floormod(flat, d))
-        flat = tirx.floordiv(flat, d)
-    return tuple(reversed(out))
 
 
 @register("reshape")
@@ -31,7 +17,7 @@ def lower_reshape(graph: Graph, op: Op) -> Lowered:
     x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
 
     def compute(xt):
-        return te.compute(y.shape, lambda *i: xt[_unravel(_row_major_index(i, y.shape), x.shape)], name=op.name)
+        return te.compute(y.shape, lambda *i: xt[unravel(ravel(i, y.shape), x.shape)], name=op.name)
 
     return Lowered(op.name, compute, [op.inputs[0]])
 

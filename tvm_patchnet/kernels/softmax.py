@@ -30,6 +30,7 @@ from ..graph import Graph, Op
 from ..quant import multiply_by_quantized_multiplier, quantize_multiplier
 from . import Lowered, register
 from .fixedpoint import NumpyOps, TEOps, exp_on_negative_values, logistic, one_over_one_plus_x_for_x_in_0_1
+from .indexing import ravel, unravel
 from .requant import clamp_to_int8, mbqm_const
 
 SCALED_DIFF_INTEGER_BITS = 5  # softmax: exp input is Q5.26
@@ -196,25 +197,10 @@ def lower_mean(graph: Graph, op: Op) -> Lowered:
         )
         if tuple(y.shape) == natural:
             return res
-        flat = te.compute((y.size,), lambda f: res[_unravel(f, natural)], name=name + "_flat")
-        return te.compute(y.shape, lambda *i: flat[_ravel(i, y.shape)], name=name)
+        flat = te.compute((y.size,), lambda f: res[unravel(f, natural)], name=name + "_flat")
+        return te.compute(y.shape, lambda *i: flat[ravel(i, y.shape)], name=name)
 
     return Lowered(op.name, compute, [op.inputs[0]])
-
-
-def _ravel(idx, shape):
-    flat = 0
-    for k, d in zip(idx, shape):
-        flat = flat * d + k
-    return flat
-
-
-def _unravel(flat, shape):
-    out = []
-    for d in reversed(shape):
-        out.append(tirx.floormod(flat, d))
-        flat = tirx.floordiv(flat, d)
-    return tuple(reversed(out))
 
 
 # ----------------------------------------------------------------------------- NumPy references
