@@ -259,11 +259,15 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
     full = analyze(graph, in_place=True)
     rest = max(full.op_bytes[len(ops):], default=0)
     patch_live = analyze(_patch_graph(graph, ops, stage_in, stage_out, shapes), in_place=True)
-    stage_peak = patch_live.peak_bytes
+    # The full-size stage output holds the tiles already computed while the next tile runs:
+    # it is alive from the stage's first op, not only from the op that writes it.
+    out_first = patch_live.span[stage_out][0]
+    op_bytes = [b + (graph.t(stage_out).nbytes if k < out_first else 0) for k, b in enumerate(patch_live.op_bytes)]
+    stage_peak = max(op_bytes)
     block_peaks = {}
     for k, i in enumerate(ops):
         b = graph.ops[i].block
-        block_peaks[b] = max(block_peaks.get(b, 0), patch_live.op_bytes[k])
+        block_peaks[b] = max(block_peaks.get(b, 0), op_bytes[k])
     return PatchPlan(
         model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
         tile_hw=(th, tw), tiles=tiles, input_patch=shapes[stage_in][1:3], patch_shapes=shapes,
