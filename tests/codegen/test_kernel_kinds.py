@@ -1,0 +1,66 @@
+"""Every op kind through the C generator: single-op TFLite models against TensorFlow Lite Micro,
+and one built graph with the kinds the shared models lack (mul, logistic, concat, pools), run
+layer by layer and patch by patch, against ``run_graph``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.codegen.cmodel import check_sources, compile_c, run_c
+from tests.conftest import random_inputs, tflm_trace
+from tests.kernels.test_ops_vs_tflm import CASES, _rng
+from tvm_patchnet.builder import GraphBuilder
+from tvm_patchnet.codegen import emit_c
+from tvm_patchnet.frontend.tflite import load_tflite
+from tvm_patchnet.patch import plan_patches
+from tvm_patchnet.runtime import run_graph
+
+# the C entry point takes one int8 input and writes one int8 output
+SINGLE_INT8 = [k for k in CASES if not k.startswith(("add", "mul", "concat", "quantize-float", "dequantize"))]
+
+
+@pytest.mark.parametrize("key", SINGLE_INT8)
+def test_single_op_bit_exact_with_tflm(tmp_path, key):
+    buf, inputs = CASES[key](_rng(key))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(buf)
+    graph = load_tflite(str(path))
+    out = str(tmp_path / "c")
+    emit_c(graph, out)
+    check_sources(out)
+    got = run_c(compile_c(out), graph, inputs[0])
+    want = tflm_trace(buf, inputs)(graph.meta["tensor_index"][graph.outputs[0]])
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+def _kinds_graph():
+    """Stride-2 conv, dilated depthwise, residual add, padded max and average pooling, mul (blocks
+    0..2: a patch stage), then logistic, concat of two scales, global pooling, FC, softmax."""
+    b = GraphBuilder("kinds", (1, 20, 20, 3))
+    x = b.conv2d("input", 8, 3, stride=2)
+    with b.new_block():
+        h = b.depthwise_conv2d(x, 3, dilation=2)
+        h = b.conv2d(h, 8, 1, act=None)
+        x = b.add(h, x)
+    with b.new_block():
+        m = b.max_pool2d(x, 3, 1, "same")
+        a = b.avg_pool2d(m, 3, 1, "same")
+        x = b.mul(a, m)
+    with b.new_block():
+        s = b.logistic(x)
+        t = b.tensors[x]
+        x = b._op("concat", [x, s], (1, 10, 10, 16), t.s, t.zp, {"axis": 3})
+        x = b.reshape(b.global_avg_pool(x), (1, 16))
+        x = b.softmax(b.fully_connected(x, 10))
+    return b.finish(x)
+
+
+@pytest.mark.parametrize("patches", [None, 2, 3])
+def test_built_graph_bit_exact(tmp_path, patches):
+    graph = _kinds_graph()
+    plan = plan_patches(graph, patches, 3) if patches else None
+    emit_c(graph, str(tmp_path), plan)
+    check_sources(str(tmp_path))
+    x = random_inputs(graph, 0)[0]
+    np.testing.assert_array_equal(run_c(compile_c(str(tmp_path)), graph, x), run_graph(graph, [x])[0])
