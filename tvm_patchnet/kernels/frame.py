@@ -42,11 +42,23 @@ NO_FRAME = Frame()
 
 
 def valid(i, j, margin: tuple[int, int, int, int], h: int, w: int):
-    """Condition "extended position (i, j) lies inside the h x w map", or None if always."""
+    """Condition "extended position (i, j) lies inside the h x w map", or None if always.
+
+    Written as ``(a | b | ...) >= 0`` over the signed distances to the map's edges (an OR of
+    ints is negative iff one of them is): equal to the chain of comparisons, one compare in C,
+    and not affine, so TVM's buffer compaction does not turn it into clipped region bounds.
+    Those bounds, combined with tile predicates (uneven tiles) or a second reader (residual
+    skips), would degrade to the whole map; the reads are in-bounds anyway thanks to margins.
+    """
     t, left, b, r = margin
-    conds = ([i >= t] if t else []) + ([i < t + h] if b else []) + ([j >= left] if left else []) + (
-        [j < left + w] if r else [])
-    return tirx.all(*conds) if conds else None
+    terms = ([i - t] if t else []) + ([t + h - 1 - i] if b else []) + ([j - left] if left else []) + (
+        [left + w - 1 - j] if r else [])
+    if not terms:
+        return None
+    acc = terms[0]
+    for term in terms[1:]:
+        acc = acc | term
+    return acc >= 0
 
 
 def tap_guard(i, j, h: int, w: int, rows: tuple[bool, bool], cols: tuple[bool, bool]):

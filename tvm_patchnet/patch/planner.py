@@ -96,6 +96,9 @@ class PatchPlan:
     fills: dict[str, int] = field(default_factory=dict)
     #: per-patch peak bytes of each stage block (the stage output buffer included)
     patch_block_peaks: dict[int, int] = field(default_factory=dict)
+    #: uneven tiles: bytes of the whole-tile buffer the last op writes before the copy into the
+    #: stage output (0 when the tiles divide the output evenly)
+    tile_buffer: int = 0
 
     @property
     def stage_mac_overhead(self) -> float:
@@ -108,7 +111,8 @@ class PatchPlan:
     @property
     def workspace_bytes(self) -> int:
         """Bytes of all patch buffers allocated at once (the stage's intermediates)."""
-        return sum(b for n, b in self.patch_buffer_bytes.items() if n not in (self.stage_input, self.stage_output))
+        inner = sum(b for n, b in self.patch_buffer_bytes.items() if n not in (self.stage_input, self.stage_output))
+        return inner + self.tile_buffer
 
     def to_json(self) -> dict:
         return {
@@ -258,16 +262,17 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
 
     full = analyze(graph, in_place=True)
     rest = max(full.op_bytes[len(ops):], default=0)
-    patch_live = analyze(_patch_graph(graph, ops, stage_in, stage_out, shapes), in_place=True)
+    tile_buffer = th * tw * graph.t(stage_out).shape[3] if (oh % patches or ow % patches) else 0
+    patch_graph = _patch_graph(graph, ops, stage_in, stage_out, shapes, (th, tw) if tile_buffer else None)
+    patch_live = analyze(patch_graph, in_place=True)
     # The full-size stage output holds the tiles already computed while the next tile runs:
     # it is alive from the stage's first op, not only from the op that writes it.
     out_first = patch_live.span[stage_out][0]
     op_bytes = [b + (graph.t(stage_out).nbytes if k < out_first else 0) for k, b in enumerate(patch_live.op_bytes)]
     stage_peak = max(op_bytes)
     block_peaks = {}
-    for k, i in enumerate(ops):
-        b = graph.ops[i].block
-        block_peaks[b] = max(block_peaks.get(b, 0), op_bytes[k])
+    for k, op in enumerate(patch_graph.ops):
+        block_peaks[op.block] = max(block_peaks.get(op.block, 0), op_bytes[k])
     return PatchPlan(
         model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
         tile_hw=(th, tw), tiles=tiles, input_patch=shapes[stage_in][1:3], patch_shapes=shapes,
@@ -275,12 +280,16 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         peak_bytes=max(stage_peak, rest), per_layer_peak_bytes=full.peak_bytes, stage_macs=stage_macs,
         stage_macs_patched=stage_patched, total_macs=total_macs,
         total_macs_patched=total_macs - stage_macs + stage_patched, op_macs_patched=op_macs_patched,
-        margins=margins, fills=_fills(graph, ops, stage_in), patch_block_peaks=block_peaks,
+        margins=margins, fills=_fills(graph, ops, stage_in), patch_block_peaks=block_peaks, tile_buffer=tile_buffer,
     )
 
 
-def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, shapes) -> Graph:
-    """The stage as one patch sees it: tensors at patch size, the output buffer at full size."""
+def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, shapes, tile=None) -> Graph:
+    """The stage as one patch sees it: tensors at patch size, the output buffer at full size.
+
+    With ``tile`` (uneven tiles) the last op writes a whole-tile buffer that a copy moves into
+    the output, as the patched TIR does.
+    """
     tensors = {}
     for i in ops:
         for n in graph.ops[i].inputs:
@@ -293,4 +302,12 @@ def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, sh
             t = copy.copy(tensors[n])
             t.shape = s
             tensors[n] = t
-    return Graph(graph.name + "-patch", tensors, [graph.ops[i] for i in ops], [stage_in], [stage_out])
+    stage_ops = [graph.ops[i] for i in ops]
+    if tile:
+        last = stage_ops[-1]
+        tile_name = stage_out + "#tile"
+        tensors[tile_name] = copy.copy(graph.t(stage_out))
+        tensors[tile_name].shape = (1, *tile, graph.t(stage_out).shape[3])
+        stage_ops[-1] = Op(last.name, last.kind, last.inputs, [tile_name], last.attrs, last.block)
+        stage_ops.append(Op(last.name + "_copy", "copy", [tile_name], [stage_out], {}, last.block))
+    return Graph(graph.name + "-patch", tensors, stage_ops, [stage_in], [stage_out])

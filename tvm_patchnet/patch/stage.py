@@ -41,7 +41,7 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> Pat
     x = graph.t(plan.stage_input)
     env = {plan.stage_input: te.placeholder(x.shape, x.dtype, name="stage_input")}
     const_phs, consts, op_names = [], [], []
-    frame = Frame(plan.margins, plan.fills)
+    frame = Frame({**plan.margins, **_tile_padding(graph, plan)}, plan.fills)
     for i in plan.stage_ops:
         op = graph.ops[i]
         low = lower_op(graph, op, frame)
@@ -57,10 +57,26 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> Pat
         env[op.outputs[0]] = low.compute(*args)
         op_names.append(env[op.outputs[0]].op.name)
     out = env[plan.stage_output]
+    if plan.tile_buffer:
+        # Uneven tiles: the last op fills whole tiles (rows/cols past the map are filled, not
+        # computed) and only this copy carries the split's predicate for the short last tile.
+        # Predicated readers would make TIR's compaction bound every buffer they read loosely.
+        shape = graph.t(plan.stage_output).shape
+        out = te.compute(shape, lambda *i: env[plan.stage_output](*i), name="stage_output_copy")
+        op_names.append(out.op.name)
     func = te.create_prim_func([env[plan.stage_input], *const_phs, out]).with_attr("global_symbol", name)
     sch = s_tir.Schedule(func)
     _schedule(sch, op_names, plan.patches)
     return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name)
+
+
+def _tile_padding(graph: Graph, plan: PatchPlan) -> dict[str, tuple[int, int, int, int]]:
+    """Bottom/right margins that make every output tile whole (uneven tiles only)."""
+    if not plan.tile_buffer:
+        return {}
+    _, h, w, _ = graph.t(plan.stage_output).shape
+    th, tw = plan.tile_hw
+    return {plan.stage_output: (0, 0, th * plan.patches - h, tw * plan.patches - w)}
 
 
 def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int) -> None:

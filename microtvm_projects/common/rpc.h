@@ -1,0 +1,36 @@
+/* Serial RPC, firmware side. Frame (both directions, little-endian):
+ *   A5 5A | cmd u8 | seq u8 | len u16 | payload[len] | crc16 u16
+ * crc16 = CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over cmd..payload.
+ * A response has cmd | 0x80, the request's seq, and payload = status u8 + data.
+ * RUN and CALIBRATE first answer STATUS_STARTED (so the host knows the request arrived and
+ * can wait long for the result without retrying). A fault sends an unsolicited CMD_FAULT
+ * frame, then the board resets. The host side is tvm_patchnet/micro/rpc.py. */
+#ifndef PATCHNET_RPC_H
+#define PATCHNET_RPC_H
+
+#define RPC_PROTO_VERSION 1
+#define RPC_MAX_PAYLOAD 1024
+
+enum {
+    CMD_PING = 0x00,      /* echo the payload */
+    CMD_INFO = 0x01,      /* board, sizes, counter kind */
+    CMD_SET_INPUT = 0x02, /* u32 offset + bytes */
+    CMD_RUN = 0x03,       /* u32 n -> stats body */
+    CMD_GET_OUTPUT = 0x04, /* u32 offset, u16 len -> bytes */
+    CMD_STATS = 0x05,     /* -> stats body */
+    CMD_CALIBRATE = 0x06, /* u32 n -> u64 count of known_loop(n) */
+    CMD_FAULT = 0x7F,     /* device -> host only */
+};
+
+enum {
+    STATUS_OK = 0,
+    STATUS_CRC = 1,
+    STATUS_BAD_CMD = 2,
+    STATUS_BAD_ARG = 3,
+    STATUS_MODEL = 4, /* tvmgen_default_run returned non-zero */
+    STATUS_STARTED = 0x80,
+};
+
+void rpc_serve(void) __attribute__((noreturn));
+
+#endif

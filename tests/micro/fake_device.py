@@ -1,0 +1,140 @@
+"""A fake board for the Nucleo path: speaks the firmware's RPC protocol (rpc.h) behind a
+pyserial-like object, with fault injection (dropped requests, corrupted answers, NAKs)."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import ClassVar
+
+from tvm_patchnet.micro.rpc import (
+    CMD_CALIBRATE,
+    CMD_FAULT,
+    CMD_GET_OUTPUT,
+    CMD_INFO,
+    CMD_PING,
+    CMD_RUN,
+    CMD_SET_INPUT,
+    CMD_STATS,
+    ST_BAD_ARG,
+    ST_BAD_CMD,
+    ST_CRC,
+    ST_OK,
+    ST_STARTED,
+    crc16,
+    encode,
+)
+
+
+class FakeDevice:
+    """Counter = cycles; each run costs ``cycles_per_run``; model: output[i] = input[i % n] + 1."""
+
+    def __init__(self, board="nucleo-f412zg", input_bytes=48, output_bytes=100, arena_bytes=256,
+                 cycles_per_run=1234, drop=0, corrupt=0, nak=0, fault_on_run=False, stale=False):
+        self.board, self.inp, self.out = board, bytearray(input_bytes), bytearray(output_bytes)
+        self.arena, self.cycles = arena_bytes, cycles_per_run
+        self.drop, self.corrupt, self.nak, self.fault_on_run, self.stale = drop, corrupt, nak, fault_on_run, stale
+        self.requests = 0
+        self.runs = 0
+        self.buf = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes from the host -> bytes the device sends back."""
+        self.buf += data
+        out = b""
+        while True:
+            i = self.buf.find(b"\xa5\x5a")
+            if i < 0 or len(self.buf) < i + 6:
+                return out
+            cmd, seq, n = struct.unpack_from("<BBH", self.buf, i + 2)
+            if len(self.buf) < i + 8 + n:
+                return out
+            frame, self.buf = self.buf[i:i + 8 + n], self.buf[i + 8 + n:]
+            self.requests += 1
+            if self.drop:
+                self.drop -= 1
+                continue
+            if crc16(frame[2:6 + n]) != struct.unpack_from("<H", frame, 6 + n)[0] or self.nak:
+                self.nak = max(self.nak - 1, 0)
+                out += encode(cmd | 0x80, seq, bytes([ST_CRC]))
+                continue
+            if self.stale:  # an answer to an older request first: the host must skip it
+                out += encode(cmd | 0x80, (seq - 1) & 0xFF, bytes([ST_OK]) + b"stale")
+            for status, body in self.handle(cmd, frame[6:6 + n]):
+                if status == "fault":  # unsolicited fault frame, as fault_report() sends it
+                    ans = bytearray(encode(CMD_FAULT, 0, bytes([ST_OK]) + body))
+                else:
+                    ans = bytearray(encode(cmd | 0x80, seq, bytes([status]) + body))
+                if self.corrupt:
+                    self.corrupt -= 1
+                    ans[-3] ^= 0x40
+                out += bytes(ans)
+
+    def _stats(self, rc=0):
+        return struct.pack("<BBHIQQQIIIIIIi", 1, 0, 0, self.runs, self.runs * self.cycles, self.cycles, self.cycles,
+                           300, 40, 200_000, self.arena, 0, 1500, rc)
+
+    def handle(self, cmd, p):
+        if cmd == CMD_PING:
+            return [(ST_OK, p)]
+        if cmd == CMD_INFO:
+            return [(ST_OK, struct.pack("<BBHIIIIIIII", 1, 1, 1024, len(self.inp), len(self.out), self.arena,
+                                        16_000_000, 262_144, 0, 1500, 200_000) + self.board.encode())]
+        if cmd == CMD_SET_INPUT:
+            off = struct.unpack_from("<I", p)[0]
+            if off + len(p) - 4 > len(self.inp):
+                return [(ST_BAD_ARG, b"")]
+            self.inp[off:off + len(p) - 4] = p[4:]
+            return [(ST_OK, b"")]
+        if cmd == CMD_RUN:
+            if self.fault_on_run:  # the firmware's fault frame: exception 4, MMFAR, guard hit
+                return [(ST_STARTED, b""), ("fault", struct.pack("<IIIIII", 4, 0x10, 0, 0, 1, 4704))]
+            self.runs = struct.unpack_from("<I", p)[0]
+            n = len(self.inp)
+            self.out[:] = bytes((self.inp[i % n] + 1) & 0xFF for i in range(len(self.out)))
+            return [(ST_STARTED, b""), (ST_OK, self._stats())]
+        if cmd == CMD_GET_OUTPUT:
+            off, n = struct.unpack_from("<IH", p)
+            return [(ST_OK, bytes(self.out[off:off + n]))]
+        if cmd == CMD_STATS:
+            return [(ST_OK, self._stats())]
+        if cmd == CMD_CALIBRATE:
+            n = struct.unpack_from("<I", p)[0]
+            return [(ST_STARTED, b""), (ST_OK, struct.pack("<Q", 3 * n + 7))]
+        return [(ST_BAD_CMD, b"")]
+
+
+class FakeSerial:
+    """Enough of serial.Serial for SerialTransport."""
+
+    device: ClassVar[FakeDevice | None] = None  # set by the test
+    opened: ClassVar[list] = []  # (port, baud) of each open
+
+    def __init__(self, port, baudrate=9600, timeout=None, **kw):
+        self.port, self.baudrate, self.timeout, self.write_timeout = port, baudrate, timeout, None
+        self.rx = b""
+        FakeSerial.opened.append((port, baudrate))
+
+    def write(self, data):
+        self.rx += FakeSerial.device.feed(bytes(data))
+        return len(data)
+
+    def flush(self):
+        pass
+
+    @property
+    def in_waiting(self):
+        return len(self.rx)
+
+    def read(self, n=1):
+        if not self.rx and self.timeout:
+            time.sleep(min(self.timeout, 0.05))
+        data, self.rx = self.rx[:n], self.rx[n:]
+        return data
+
+    def reset_input_buffer(self):
+        self.rx = b""
+
+    def close(self):
+        pass
+

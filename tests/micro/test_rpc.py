@@ -1,0 +1,127 @@
+"""Host RPC against a fake serial device (no board, no QEMU): framing, retries, one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import serial
+from serial.tools import list_ports
+
+from tvm_patchnet import micro
+from tvm_patchnet.micro.rpc import RpcClient, crc16, encode
+from tvm_patchnet.micro.transport import SerialTransport, find_stlink_port
+
+from .fake_device import FakeDevice, FakeSerial
+from .standin import expected_output
+
+
+def test_crc16_ccitt_false_check_value():
+    assert crc16(b"123456789") == 0x29B1  # the catalogue check value of CRC-16/CCITT-FALSE
+
+
+def test_frame_layout():
+    f = encode(0x03, 7, b"\x01\x02")
+    assert f[:2] == b"\xa5\x5a" and f[2:6] == b"\x03\x07\x02\x00" and f[6:8] == b"\x01\x02"
+    assert int.from_bytes(f[8:], "little") == crc16(f[2:8])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Session over SerialTransport whose serial.Serial is a FakeSerial around a FakeDevice."""
+    monkeypatch.setattr(serial, "Serial", FakeSerial)
+    FakeSerial.opened = []
+
+    def make(**kw):
+        FakeSerial.device = FakeDevice(**kw)
+        t = SerialTransport("/dev/fake0", 921600)
+        t.open()
+        return micro.Session(transport=t, timeout=0.2, retries=2, name="nucleo-f412zg"), FakeSerial.device
+
+    return make
+
+
+def test_session_over_fake_serial(fake):
+    s, _ = fake()
+    info = s.info()
+    assert (info.board, info.counter, info.input_bytes, info.output_bytes) == ("nucleo-f412zg", "cycles", 48, 100)
+    x = np.arange(48, dtype=np.int8) - 20
+    s.set_input(x)
+    st = s.run(4)
+    assert (st.counter, st.runs, st.total, st.per_run, st.min, st.max) == ("cycles", 4, 4 * 1234, 1234.0, 1234, 1234)
+    assert st.sram_bytes == 0 + 1500 + 300
+    np.testing.assert_array_equal(s.get_output(), expected_output(x, 100))
+    assert s.calibrate(10) == 37
+    assert FakeSerial.opened == [("/dev/fake0", 921600)]
+
+
+def test_large_input_is_chunked(fake):
+    s, dev = fake(input_bytes=5000, output_bytes=3000)
+    x = (np.arange(5000) % 251).astype(np.int8)
+    s.set_input(x)
+    assert bytes(dev.inp) == x.tobytes()
+    s.run(1)
+    np.testing.assert_array_equal(s.get_output(), expected_output(x, 3000))
+
+
+@pytest.mark.parametrize("fault", [{"drop": 2}, {"corrupt": 2}, {"nak": 2}, {"stale": True}])
+def test_retries_recover(fake, fault):
+    s, _ = fake(**fault)
+    assert s.info().board == "nucleo-f412zg"
+    assert s.ping(b"abc") == b"abc"
+
+
+def test_not_answering_is_one_line(fake):
+    s, dev = fake(drop=100)
+    with pytest.raises(micro.DeviceNotAnswering) as e:
+        s.info()
+    msg = str(e.value)
+    assert "\n" not in msg and "not answering INFO after 3 attempts" in msg and "nucleo-f412zg" in msg
+    assert dev.requests == 3
+
+
+def test_persistent_crc_errors(fake):
+    s, _ = fake(corrupt=100)
+    with pytest.raises(micro.CrcError, match="CRC error on all 3 attempts"):
+        s.info()
+
+
+def test_wrong_input_size(fake):
+    s, _ = fake()
+    with pytest.raises(micro.MicroError, match="input has 3 bytes, the model takes 48"):
+        s.set_input(b"abc")
+
+
+def test_fault_frame_becomes_does_not_fit(fake):
+    s, _ = fake(fault_on_run=True)
+    with pytest.raises(micro.DoesNotFit, match="stack overflow: the run needs more than the 4,704 B"):
+        s.run(1)
+
+
+def test_unknown_command_refused(fake):
+    s, _ = fake()
+    with pytest.raises(micro.MicroError, match="refused .*unknown command"):
+        s.rpc.call(0x42)
+
+
+def test_no_stlink_port(monkeypatch):
+    monkeypatch.setattr(list_ports, "comports", list)
+    with pytest.raises(micro.BoardNotFound, match="no ST-LINK virtual COM port found"):
+        find_stlink_port()
+
+
+def test_serial_port_missing():
+    t = SerialTransport("/dev/does-not-exist-patchnet", 115200)
+    with pytest.raises(micro.BoardNotFound, match="cannot open serial port /dev/does-not-exist-patchnet"):
+        t.open()
+
+
+def test_rpc_client_timeout_is_quick():
+    class Silent:
+        def write(self, data, timeout):
+            pass
+
+        def read(self, n, timeout):
+            return b""
+
+    with pytest.raises(micro.DeviceNotAnswering, match="PING after 2 attempts"):
+        RpcClient(Silent(), timeout=0.01, retries=1).call(0)

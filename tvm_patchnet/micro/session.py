@@ -1,0 +1,201 @@
+"""A measurement session with one board: upload an input, run N times, read output and statistics.
+
+Units: sizes in bytes. Counts per run are executed *instructions* on QEMU (exact, from the TCG
+plugin; QEMU has no pipeline model, so they are not cycles) and core clock *cycles* (DWT
+CYCCNT at ``info().cpu_hz``) on Nucleo boards; ``RunStats.counter`` says which.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DeviceFault, DoesNotFit, MicroError
+from .memory import MemoryReport, memory_report
+from .rpc import (
+    CMD_CALIBRATE,
+    CMD_GET_OUTPUT,
+    CMD_INFO,
+    CMD_PING,
+    CMD_RUN,
+    CMD_SET_INPUT,
+    CMD_STATS,
+    COUNTERS,
+    INFO_FMT,
+    MAX_LEN,
+    STATS_FMT,
+    RpcClient,
+)
+from .transport import Transport
+
+
+@dataclass
+class DeviceInfo:
+    board: str
+    protocol: int
+    counter: str | None      #: "instructions", "cycles" or None (QEMU without the plugin)
+    input_bytes: int
+    output_bytes: int
+    arena_bytes: int         #: TVMGEN_ARENA_BYTES
+    cpu_hz: int              #: core clock the firmware runs at (MPS2: nominal 25 MHz)
+    ram_bytes: int           #: RAM region of the link (the board's, or the memory map's)
+    data_bytes: int
+    bss_bytes: int
+    stack_bytes: int         #: stack available: RAM above .bss minus the 32-byte MPU guard
+    max_payload: int
+
+
+@dataclass
+class RunStats:
+    counter: str | None  #: unit of total/min/max: "instructions" (QEMU) or "cycles" (Nucleo)
+    runs: int
+    total: int           #: summed over the runs
+    min: int             #: per run
+    max: int             #: per run
+    peak_stack_bytes: int  #: deepest stack since reset (firmware + model), from painting
+    run_stack_bytes: int   #: stack used by the last RUN's calls below the RPC loop
+    stack_bytes: int       #: stack available
+    stack_overflow: bool   #: the painted stack was used up (needs more RAM than the board has)
+    arena_bytes: int
+    data_bytes: int
+    bss_bytes: int
+    rc: int                #: last tvmgen_default_run return code
+
+    @property
+    def per_run(self) -> float:
+        """Mean count per run (instructions or cycles, see ``counter``)."""
+        return self.total / self.runs if self.runs else 0.0
+
+    @property
+    def sram_bytes(self) -> int:
+        """.data + .bss + peak stack."""
+        return self.data_bytes + self.bss_bytes + self.peak_stack_bytes
+
+
+class Session:
+    """``Session(project_dir)`` starts QEMU (or opens the Nucleo's serial port) for a built
+    project; ``Session(transport=...)`` talks over any Transport (tests, custom links).
+
+    timeout/retries: per short request; run_timeout: seconds a RUN may take once started.
+    """
+
+    def __init__(self, project_dir: str | None = None, *, transport: Transport | None = None,
+                 timeout: float = 2.0, retries: int = 3, run_timeout: float = 600.0,
+                 options: dict | None = None, name: str | None = None):
+        self.handler = None
+        self.project_dir = project_dir
+        if transport is None:
+            if project_dir is None:
+                raise MicroError("Session needs a project_dir or a transport")
+            from microtvm_projects.project_api import ProjectAPIHandler
+
+            self.handler = ProjectAPIHandler.for_project(project_dir)
+            self.handler.open_transport(options)
+            transport = self.handler.transport
+            name = name or self.handler.label
+        self.transport = transport
+        self.rpc = RpcClient(transport, timeout, retries, run_timeout, name or "board")
+        self._info: DeviceInfo | None = None
+
+    def close(self) -> None:
+        if self.handler is not None:
+            self.handler.close_transport()
+        else:
+            self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, *args, **kw) -> bytes:
+        try:
+            return self.rpc.call(*args, **kw)
+        except DeviceFault as e:
+            if "stack overflow" in str(e):
+                raise DoesNotFit(str(e)) from None
+            raise
+
+    def ping(self, data: bytes = b"") -> bytes:
+        return self._call(CMD_PING, data)
+
+    def info(self) -> DeviceInfo:
+        if self._info is None:
+            d = self._call(CMD_INFO)
+            n = struct.calcsize(INFO_FMT)
+            v = struct.unpack_from(INFO_FMT, d)
+            self._info = DeviceInfo(board=d[n:].decode(errors="replace"), protocol=v[0], counter=COUNTERS.get(v[1]),
+                                    max_payload=v[2], input_bytes=v[3], output_bytes=v[4], arena_bytes=v[5],
+                                    cpu_hz=v[6], ram_bytes=v[7], data_bytes=v[8], bss_bytes=v[9], stack_bytes=v[10])
+        return self._info
+
+    def set_input(self, data) -> None:
+        """``data``: bytes or an int8 array of exactly info().input_bytes bytes (any shape)."""
+        raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        want = self.info().input_bytes
+        if len(raw) != want:
+            raise MicroError(f"{self.rpc.name}: input has {len(raw)} bytes, the model takes {want}")
+        step = min(self.info().max_payload, MAX_LEN) - 4
+        for off in range(0, len(raw), step):
+            self._call(CMD_SET_INPUT, struct.pack("<I", off) + raw[off:off + step])
+
+    def run(self, n: int = 1, timeout: float | None = None) -> RunStats:
+        """Runs the model n times on the current input; counts are per run (see RunStats)."""
+        if n < 1:
+            raise MicroError("run(n) needs n >= 1")
+        return _stats(self._call(CMD_RUN, struct.pack("<I", n), long=True, long_timeout=timeout))
+
+    def get_output(self) -> np.ndarray:
+        """The output buffer as a flat int8 array of info().output_bytes."""
+        total, step = self.info().output_bytes, min(self.info().max_payload, MAX_LEN) - 1
+        out = b"".join(self._call(CMD_GET_OUTPUT, struct.pack("<IH", off, min(step, total - off)))
+                       for off in range(0, total, step))
+        return np.frombuffer(out, dtype=np.int8).copy()
+
+    def stats(self) -> RunStats:
+        return _stats(self._call(CMD_STATS))
+
+    def calibrate(self, n: int = 1000) -> int:
+        """Count for a known loop of exactly 2n+1 instructions plus the call: 2n+2 on QEMU."""
+        return struct.unpack("<Q", self._call(CMD_CALIBRATE, struct.pack("<I", n), long=True))[0]
+
+    def memory(self) -> MemoryReport:
+        """ELF section sizes + the measured peak stack, with the link's budgets (needs project_dir)."""
+        if self.handler is None:
+            raise MicroError("memory() needs a Session opened on a project_dir")
+        b = self.handler.budgets()
+        return memory_report(self.handler.elf_path(), self.stats().peak_stack_bytes, b.get("RAM"), b.get("FLASH"))
+
+    def check_fit(self) -> MemoryReport:
+        """Raises DoesNotFit (one line, with the excess) unless .data + .bss + peak stack fit the SRAM."""
+        st, rep = self.stats(), self.memory()
+        if st.stack_overflow:
+            raise DoesNotFit(f"{self.rpc.name}: does not fit: the stack used all {st.stack_bytes:,} B left in SRAM "
+                             "after .data + .bss")
+        if rep.ram_budget and rep.sram_bytes > rep.ram_budget:
+            raise DoesNotFit(f"{self.rpc.name}: does not fit: .data + .bss + peak stack = {rep.sram_bytes:,} B "
+                             f"exceed the {rep.ram_budget:,} B of SRAM by {rep.sram_bytes - rep.ram_budget:,} B")
+        return rep
+
+
+def _stats(d: bytes) -> RunStats:
+    v = struct.unpack_from(STATS_FMT, d)
+    return RunStats(counter=COUNTERS.get(v[0]), stack_overflow=bool(v[1]), runs=v[3], total=v[4],
+                    min=v[5] if v[3] else 0, max=v[6], peak_stack_bytes=v[7], run_stack_bytes=v[8], stack_bytes=v[9],
+                    arena_bytes=v[10], data_bytes=v[11], bss_bytes=v[12], rc=v[13])
+
+
+def measure(project_dir: str, data=None, n: int = 1, options: dict | None = None,
+            check_fit: bool = True) -> tuple[np.ndarray, RunStats, MemoryReport]:
+    """One call for a CLI: open a session on a built project, upload ``data`` (zeros if None),
+    run n times, and return (output int8 array, RunStats, MemoryReport with the peak stack).
+    check_fit: raise DoesNotFit if .data + .bss + peak stack exceed the SRAM budget."""
+    with Session(project_dir, options=options) as s:
+        s.set_input(np.zeros(s.info().input_bytes, np.int8) if data is None else data)
+        stats = s.run(n)
+        out = s.get_output()
+        rep = s.check_fit() if check_fit else s.memory()
+    return out, stats, rep
