@@ -8,9 +8,12 @@ import argparse
 import sys
 
 from ..errors import PatchnetError
+from . import compile as compile_cmd
+from . import micro as micro_cmd
 from . import profile as profile_cmd
+from . import run as run_cmd
 
-_COMMANDS = [profile_cmd]
+_COMMANDS = [profile_cmd, compile_cmd, run_cmd, micro_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,38 @@
+"""``patchnet compile``: a model to plain C + one static arena, as a Model-Library-Format-like tar."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_args
+from .profile import parse_auto, parse_size
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compile", help="compile a model to C for a Cortex-M board (MLF-like .tar)",
+                       description="Emit self-contained C (one entry point, kernels, const weights, one static "
+                                   "arena) for the int8 graph, optionally running the first blocks per patch.")
+    add_model_args(p)
+    p.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
+    p.add_argument("--board", default=None, help="board the archive is meant for (default: qemu-m4 / qemu-m7)")
+    p.add_argument("--patches", metavar="P|auto", help="patch grid of the first blocks (1 = layer by layer)")
+    p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch")
+    p.add_argument("--sram", metavar="SIZE", help="pick the cheapest patch setting whose peak fits SIZE")
+    p.add_argument("-o", "--output", default="model.tar", help="output .tar (or a directory)")
+    p.set_defaults(drive=drive_compile)
+
+
+def drive_compile(args: argparse.Namespace) -> int:
+    from ..deploy import compile_model
+
+    board = args.board or ("qemu-m4" if args.target == "cortex-m4" else "qemu-m7")
+    res = compile_model(args.model, args.output, target=args.target, board=board,
+                        patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
+                        sram_bytes=parse_size("--sram", args.sram) if args.sram else None,
+                        resolution=args.resolution, width=args.width)
+    m = res.metadata
+    how = "layer by layer" if not m["patch"] else (
+        f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")
+    print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B, "
+          f"weights {m['weight_bytes']:,} B, {m['kernels']} kernels -> {res.path}")
+    return 0

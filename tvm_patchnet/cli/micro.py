@@ -1,0 +1,53 @@
+"""``patchnet micro create-project | build | flash``: the board project API from the command line."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("micro", help="board projects: create-project, build, flash")
+    msub = p.add_subparsers(dest="micro_command", metavar="ACTION")
+    msub.required = True
+    c = msub.add_parser("create-project", help="a board project around a compiled model")
+    c.add_argument("archive", help="model.tar or directory from 'patchnet compile'")
+    c.add_argument("project_dir")
+    c.add_argument("--board", help="default: the board the model was compiled for")
+    c.add_argument("--memory-map", help="QEMU boards: use a Nucleo's memory sizes")
+    c.set_defaults(drive=drive_create)
+    b = msub.add_parser("build", help="build a project's firmware (.elf) and report its memory")
+    b.add_argument("project_dir")
+    b.set_defaults(drive=drive_build)
+    f = msub.add_parser("flash", help="flash a Nucleo board (openocd or st-flash); QEMU needs none")
+    f.add_argument("project_dir")
+    f.set_defaults(drive=drive_flash)
+
+
+def drive_create(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from .. import micro
+    from ..deploy import open_archive
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = open_archive(args.archive, tmp)
+        micro.create_project(os.path.join(tmp, "codegen", "host", "src"), args.board or meta["board"],
+                             args.project_dir, memory_map=args.memory_map)
+    print(f"project {args.project_dir} for {args.board or meta['board']}")
+    return 0
+
+
+def drive_build(args: argparse.Namespace) -> int:
+    from .. import micro
+
+    print(micro.build(args.project_dir).summary())
+    return 0
+
+
+def drive_flash(args: argparse.Namespace) -> int:
+    from .. import micro
+
+    micro.flash(args.project_dir)
+    print(f"flashed {args.project_dir}")
+    return 0

@@ -1,0 +1,57 @@
+"""``patchnet run``: run a compiled model on a board (emulated by default) and measure it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ..errors import PatchnetError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a compiled model on a board and measure it",
+                       description="Build the board project, run over the serial RPC, report output, latency "
+                                   "(QEMU: executed instructions; Nucleo: cycles and ms), SRAM and flash.")
+    p.add_argument("archive", help="a model.tar (or directory) from 'patchnet compile'")
+    p.add_argument("--board", help="board to run on (default: the one compiled for)")
+    p.add_argument("--memory-map", help="run on a QEMU board with a Nucleo's memory (e.g. nucleo-f412zg)")
+    p.add_argument("--input", help="input .npy (int8, the model's input shape); default: seeded random")
+    p.add_argument("--repeat", type=int, default=1, help="runs to average the count over")
+    p.add_argument("--check", action="store_true", help="also run the host reference and compare outputs")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(drive=drive_run)
+
+
+def drive_run(args: argparse.Namespace) -> int:
+    from ..deploy import run_model
+
+    x = None
+    if args.input:
+        try:
+            x = np.load(args.input)
+        except (OSError, ValueError) as e:
+            raise PatchnetError(f"{args.input}: cannot read input ({e})") from None
+    if args.repeat < 1:
+        raise PatchnetError("--repeat must be >= 1")
+    rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
+                    check=args.check)
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        where = rep.board + (f" with the {rep.memory_map} memory map" if rep.memory_map else "")
+        if rep.counter == "instructions":
+            speed = f"{rep.count:,.0f} executed instructions per run (QEMU: instructions, not cycles)"
+        else:
+            speed = f"{rep.count:,.0f} cycles per run ({1e3 * rep.count / rep.cpu_hz:.2f} ms at {rep.cpu_hz / 1e6:g} MHz)"
+        print(f"ran on {where}: {speed}")
+        print(f"SRAM {rep.sram_bytes:,} B (.data + .bss + peak stack {rep.stack_peak_bytes:,} B), "
+              f"flash {rep.flash_bytes:,} B, arena {rep.arena_bytes:,} B (predicted {rep.predicted_arena_bytes:,} B)")
+        out = np.asarray(rep.output).reshape(-1)
+        print(f"output {list(np.asarray(rep.output).shape)}: {out[:16].tolist()}{' ...' if out.size > 16 else ''}")
+        if rep.reference_match is not None:
+            print("host reference: " + ("identical" if rep.reference_match else "MISMATCH"))
+    if rep.reference_match is False:
+        raise PatchnetError("output mismatch: the board's output differs from the host reference")
+    return 0
