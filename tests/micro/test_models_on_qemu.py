@@ -1,0 +1,43 @@
+"""Every shared TFLite model and MobileNetV2-w0.35 r144, layer by layer and patched, compiled to C
+and run on the emulated Cortex-M4 (qemu-m4): outputs equal TensorFlow Lite Micro's (TFLite
+models) or the host int8 build (built-ins), bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED_MODELS, model_path, tflm_trace
+from tvm_patchnet.deploy import compile_model, run_model
+from tvm_patchnet.frontend.tflite import load_tflite
+
+CONV_STAGE = {"mlperftiny_vww_96_int8.tflite": (3, 3), "mlperftiny_ic_resnet8_quant.tflite": (2, 2),
+              "mlperftiny_kws_ref_model.tflite": (2, 3)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHARED_MODELS)
+def test_shared_model_on_qemu_equals_tflite_micro(name, tmp_path):
+    path = model_path(name)
+    g = load_tflite(path)
+    t = g.t(g.inputs[0])
+    x = np.random.default_rng(7).integers(-128, 128, size=t.shape, dtype=np.int8)
+    want = tflm_trace(path, [x])(g.meta["tensor_index"][g.outputs[0]])
+    settings = [(None, None)] + ([CONV_STAGE[name]] if name in CONV_STAGE else [])
+    for patches, split in settings:
+        tar = tmp_path / f"m{patches}.tar"
+        compile_model(path, str(tar), patches=patches, split=split)
+        rep = run_model(str(tar), x=x)
+        got = np.asarray(rep.output, np.int8).reshape(want.shape)
+        assert np.array_equal(got, want), f"{name} patches={patches}: board output differs from TFLite Micro"
+        assert rep.counter == "instructions" and rep.count > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patches, split", [(None, None), (3, 4)])
+def test_mbv2_w035_r144_on_qemu_equals_host(patches, split, tmp_path):
+    tar = tmp_path / "mbv2.tar"
+    compile_model("mbv2-w0.35-r144", str(tar), patches=patches, split=split)
+    rep = run_model(str(tar), check=True)
+    assert rep.reference_match is True
+    assert rep.arena_bytes == rep.predicted_arena_bytes
