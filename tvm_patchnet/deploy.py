@@ -169,11 +169,21 @@ class RunReport:
     stack_peak_bytes: int
     arena_bytes: int
     predicted_arena_bytes: int
+    #: the planner's activation peak (paper rule; patched: whole network, input at patch size)
+    planner_peak_bytes: int
+    input_bytes: int
+    output_bytes: int
     output: list
     reference_match: bool | None = None
 
+    @property
+    def other_sram_bytes(self) -> int:
+        """Measured SRAM not in the arena, the I/O buffers or the stack: RPC buffers, firmware state."""
+        return self.sram_bytes - self.arena_bytes - self.input_bytes - self.output_bytes - self.stack_peak_bytes
+
     def to_json(self) -> dict:
         d = asdict(self)
+        d["other_sram_bytes"] = self.other_sram_bytes
         d["instructions" if self.counter == "instructions" else "cycles"] = self.count
         if self.counter != "instructions":
             d["milliseconds"] = 1e3 * self.count / self.cpu_hz if self.cpu_hz else None
@@ -211,8 +221,10 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             y = np.asarray(s.get_output(), np.int8).reshape(meta["output"]["shape"])
             mem = s.check_fit()  # .data + .bss + peak stack against the board's (or map's) SRAM
         match = bool(np.array_equal(y, _host_reference(meta, model_dir, x))) if check else None
+    planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]
     return RunReport(board, memory_map, stats.counter, stats.per_run, info.cpu_hz, mem.sram_bytes or 0,
-                     mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], y.tolist(), match)
+                     mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], planner_peak,
+                     info.input_bytes, info.output_bytes, y.tolist(), match)
 
 
 def _fit_hint(meta: dict, model_dir: str, message: str) -> str:

@@ -47,6 +47,11 @@ def test_run_on_emulated_cortex_m4_matches_the_host(kws_tar, capsys, tmp_path):
     assert d["instructions"] > 100_000 and "cycles" not in d  # QEMU counts instructions, never cycles
     assert d["arena_bytes"] == d["predicted_arena_bytes"]
     assert d["sram_bytes"] >= d["arena_bytes"] + x.size and d["flash_bytes"] > 0
+    # measured SRAM = arena + I/O buffers + stack + a little firmware state (RPC buffers)
+    assert 0 <= d["other_sram_bytes"] < 8192
+    assert d["sram_bytes"] == (d["arena_bytes"] + d["input_bytes"] + d["output_bytes"] + d["stack_peak_bytes"]
+                               + d["other_sram_bytes"])
+    assert d["planner_peak_bytes"] > 0
 
 
 def test_compile_errors(capsys, tmp_path):

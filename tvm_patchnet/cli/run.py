@@ -46,8 +46,12 @@ def drive_run(args: argparse.Namespace) -> int:
         else:
             speed = f"{rep.count:,.0f} cycles per run ({1e3 * rep.count / rep.cpu_hz:.2f} ms at {rep.cpu_hz / 1e6:g} MHz)"
         print(f"ran on {where}: {speed}")
-        print(f"SRAM {rep.sram_bytes:,} B (.data + .bss + peak stack {rep.stack_peak_bytes:,} B), "
-              f"flash {rep.flash_bytes:,} B, arena {rep.arena_bytes:,} B (predicted {rep.predicted_arena_bytes:,} B)")
+        print(f"SRAM {rep.sram_bytes:,} B measured (.data + .bss + peak stack) = arena {rep.arena_bytes:,} "
+              f"(predicted {rep.predicted_arena_bytes:,}) + input {rep.input_bytes:,} + output {rep.output_bytes:,} "
+              f"+ stack {rep.stack_peak_bytes:,} + RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B")
+        print(f"planner (paper rule: in-place depthwise/residual, input counted per patch): "
+              f"{rep.planner_peak_bytes:,} B of activations; the arena is larger because the generated kernels do "
+              f"not run in place and the whole input sits in its own buffer")
         out = np.asarray(rep.output).reshape(-1)
         print(f"output {list(np.asarray(rep.output).shape)}: {out[:16].tolist()}{' ...' if out.size > 16 else ''}")
         if rep.reference_match is not None:

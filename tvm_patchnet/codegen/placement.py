@@ -1,7 +1,5 @@
-"""A simple static placement of the generated C model's buffers in one arena (bytes).
-
-Stand-in for the static arena planner (``tvm_patchnet.memory``): :func:`assign_offsets` is the
-one call the C generator makes, so it can later be pointed at the real planner.
+"""The generated C model's buffers and their lifetimes, placed in one arena (bytes) by the
+static arena planner of ``tvm_patchnet.memory`` (greedy by size, or the exact MILP).
 
 Buffers are those of :func:`tvm_patchnet.analysis.liveness.analyze` with ``in_place=False``:
 every tensor its own buffer, reshapes views of their input. The TE kernels are not written to
@@ -12,16 +10,17 @@ Each kernel's workspace (see ``c_kernels``) is a buffer alive during its own ste
 ``workspace_key(output tensor)``.
 
 Graph inputs and outputs are not placed: the kernels read the caller's input and write the
-caller's output directly (``tvmgen_default_run(input, output)``). Placement is greedy by size,
-first fit, at :data:`ALIGN`-byte offsets.
+caller's output directly (``tvmgen_default_run(input, output)``). Offsets are multiples of
+:data:`ALIGN` bytes.
 """
 
 from __future__ import annotations
 
 import copy
 
-from ..analysis.liveness import Buffer, analyze
+from ..analysis.liveness import analyze
 from ..graph import Graph, Op
+from ..memory.arena import create
 from ..patch.planner import PatchPlan
 
 #: Byte alignment of every offset (int32 and int64 workspace data; a 16-byte arena start).
@@ -48,32 +47,28 @@ def step_graph(graph: Graph, plan: PatchPlan | None = None) -> Graph:
     return g
 
 
-def assign_offsets(graph: Graph, plan: PatchPlan | None = None,
-                   workspace: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
+def assign_offsets(graph: Graph, plan: PatchPlan | None = None, workspace: dict[str, int] | None = None,
+                   kind: str = "greedy") -> tuple[dict[str, int], int]:
     """Arena offsets (bytes) of every placed tensor and workspace, and the arena size (bytes).
 
     ``workspace`` maps a tensor to the scratch bytes its producing kernel needs; a tensor that
     is absent from the result (graph inputs and outputs, and their views) is not in the arena.
+    ``kind`` names the arena planner (``tvm_patchnet.memory.create``).
     """
     g = step_graph(graph, plan)
     live = analyze(g, in_place=False)
     edges = set(g.inputs) | set(g.outputs)
-    placed = [b for b in live.buffers if b.size and not edges & set(b.tensors)]
+    planner = create(kind, alignment=ALIGN)
+    members: dict[str, list[str]] = {}
+    for b in live.buffers:
+        if b.size and not edges & set(b.tensors):
+            planner.add_buffer(f"buffer{b.id}", b.size, b.first, b.last)
+            members[f"buffer{b.id}"] = b.tensors
     producer = g.producer()
     for name, size in (workspace or {}).items():
         if size:
-            step = producer[name]
-            placed.append(Buffer(-1, size, step, step, [workspace_key(name)]))
-    offsets: dict[str, int] = {}
-    done: list[tuple[Buffer, int]] = []
-    for b in sorted(placed, key=lambda b: (-b.size, b.first)):
-        at = 0
-        for other, off in sorted(((o, off) for o, off in done if o.first <= b.last and b.first <= o.last),
-                                 key=lambda x: x[1]):
-            if at + b.size <= off:
-                break
-            at = max(at, -(-(off + other.size) // ALIGN) * ALIGN)
-        done.append((b, at))
-        offsets.update({n: at for n in b.tensors})
-    arena = max((off + b.size for b, off in done), default=0)
-    return offsets, -(-arena // ALIGN) * ALIGN
+            planner.add_buffer(workspace_key(name), size, producer[name], producer[name])
+            members[workspace_key(name)] = [workspace_key(name)]
+    arena = planner.plan()
+    offsets = {t: arena.offsets[key] for key, tensors in members.items() for t in tensors}
+    return offsets, -(-arena.arena_bytes // ALIGN) * ALIGN
