@@ -1,13 +1,15 @@
 """Build int8 graphs op by op: built-in architectures and quantized float models use this.
 
-Without real weights (``weights=None``) the builder draws int8 weights from a seeded generator
-and picks activation scales that keep int8 values spread out, so a built-in architecture can be
-profiled, compiled and run bit-exactly even though it was never trained.
+The builder draws int8 weights and real-valued biases from a seeded generator; ``finish()``
+then calibrates like post-training quantization: it runs the network once in float (NumPy, the
+reference kernels of ``frontend.float_exec``) on a seeded input, fake-quantizing every
+activation, and takes each activation's scale and zero point from its observed range. So a
+built-in architecture that was never trained still has int8 activations spread over many
+levels, and can be profiled, compiled and run bit-exactly with meaningful numbers.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -86,15 +88,16 @@ class GraphBuilder:
     def _weights(self, name, shape, fan_in, per_channel_axis=0) -> tuple[str, np.ndarray]:
         data = self.rng.integers(-127, 128, size=shape, dtype=np.int8)
         n = shape[per_channel_axis]
-        # Uniform int8 weights and inputs have a std of ~74 levels; this weight scale gives
-        # each layer a gain near 1, so activation scales stay put through a deep network.
-        unit = _OUT_STD / (_INT8_STD * _INT8_STD * math.sqrt(fan_in))
+        # Real weights with a std of ~1/sqrt(fan_in) (He-style): outputs keep the size of the
+        # inputs, so ReLU6 layers neither saturate nor die; calibration then sets the scales.
+        unit = 1.0 / (_INT8_STD * np.sqrt(fan_in))
         scale = (unit * (0.75 + 0.5 * self.rng.random(n))).astype(np.float32)
         return self._tensor(name, shape, "int8", scale, np.zeros(n, np.int32), data, axis=per_channel_axis), scale
 
-    def _bias(self, name, n, s_in, s_w) -> str:
-        data = self.rng.integers(-2000, 2000, size=(n,)).astype(np.int32)
-        return self._tensor(name, (n,), "int32", s_in * s_w, np.zeros(n, np.int32), data)
+    def _bias(self, name, n) -> str:
+        # int32 values and scale (s_in * s_w) are set by calibration, from a real-valued bias
+        return self._tensor(name, (n,), "int32", np.ones(n, np.float32), np.zeros(n, np.int32),
+                            np.zeros(n, np.int32))
 
     @staticmethod
     def _resolve_padding(padding, h, w, kh, kw, sh, sw, dh, dw):
@@ -105,10 +108,6 @@ class GraphBuilder:
         if padding == "valid":
             return (0, 0, 0, 0)
         return tuple(int(p) for p in padding)
-
-    def _out_scale(self, s_in: float, s_w: np.ndarray, fan_in: int) -> float:
-        # Output std in real units over the int8 std we aim for (~_OUT_STD levels).
-        return float(s_in * float(np.mean(s_w)) * _INT8_STD * _INT8_STD * math.sqrt(fan_in) / _OUT_STD)
 
     def _window(self, x, kernel, stride, dilation, padding):
         """Geometry of a windowed op on NHWC ``x``: ((kh, kw), strides, dilation, padding, (n, oh, ow), c)."""
@@ -125,10 +124,9 @@ class GraphBuilder:
         """Regular convolution, OHWI weights; ``kernel``/``stride``/``dilation`` int or pair."""
         (kh, kw), (sh, sw), (dh, dw), pad, (n, oh, ow), c = self._window(x, kernel, stride, dilation, padding)
         name = self._uniq("conv")
-        wt, s_w = self._weights(name + ":w", (out_ch, kh, kw, c), kh * kw * c)
-        s_in = self.tensors[x].s
-        b = self._bias(name + ":b", out_ch, s_in, s_w)
-        return self._conv_like("conv2d", name, x, wt, b, (n, oh, ow, out_ch), s_w, kh * kw * c,
+        wt, _ = self._weights(name + ":w", (out_ch, kh, kw, c), kh * kw * c)
+        b = self._bias(name + ":b", out_ch)
+        return self._conv_like("conv2d", name, x, wt, b, (n, oh, ow, out_ch),
                                {"strides": (sh, sw), "dilation": (dh, dw), "padding": pad}, act)
 
     def depthwise_conv2d(self, x, kernel, stride=1, dilation=1, padding="same", act="relu6", multiplier=1) -> str:
@@ -136,18 +134,14 @@ class GraphBuilder:
         (kh, kw), (sh, sw), (dh, dw), pad, (n, oh, ow), c = self._window(x, kernel, stride, dilation, padding)
         oc = c * multiplier
         name = self._uniq("dwconv")
-        wt, s_w = self._weights(name + ":w", (1, kh, kw, oc), kh * kw, per_channel_axis=3)
-        s_in = self.tensors[x].s
-        b = self._bias(name + ":b", oc, s_in, s_w)
+        wt, _ = self._weights(name + ":w", (1, kh, kw, oc), kh * kw, per_channel_axis=3)
+        b = self._bias(name + ":b", oc)
         attrs = {"strides": (sh, sw), "dilation": (dh, dw), "padding": pad, "depth_multiplier": multiplier}
-        return self._conv_like("depthwise_conv2d", name, x, wt, b, (n, oh, ow, oc), s_w, kh * kw, attrs, act)
+        return self._conv_like("depthwise_conv2d", name, x, wt, b, (n, oh, ow, oc), attrs, act)
 
-    def _conv_like(self, kind, name, x, wt, b, out_shape, s_w, fan_in, attrs, act) -> str:
-        s_out = self._out_scale(self.tensors[x].s, s_w, fan_in)
-        zp = -128 if act in ("relu", "relu6") else 0
-        out = self._tensor(name + ":out", out_shape, scale=s_out, zp=zp)
+    def _conv_like(self, kind, name, x, wt, b, out_shape, attrs, act) -> str:
+        out = self._tensor(name + ":out", out_shape, scale=1.0)
         attrs["act"] = act
-        attrs["act_range"] = act_range(act, s_out, zp)
         self.ops.append(Op(name, kind, [x, wt, b], [out], attrs, self.block))
         return out
 
@@ -156,27 +150,19 @@ class GraphBuilder:
         n_in = t.shape[-1]
         name = self._uniq("fc")
         wt, s_w = self._weights(name + ":w", (n_out, n_in), n_in)
-        s_w = np.full(n_out, float(s_w[0]), np.float32)  # per-tensor, as TFLite FC expects
-        self.tensors[wt].scale = s_w[:1]
+        self.tensors[wt].scale = s_w[:1]  # per-tensor, as TFLite FC expects
         self.tensors[wt].zero_point = np.zeros(1, np.int32)
-        b = self._bias(name + ":b", n_out, t.s, s_w)
-        s_out = self._out_scale(t.s, s_w, n_in)
-        zp = -128 if act in ("relu", "relu6") else 0
-        out = self._tensor(name + ":out", (t.size // n_in, n_out), scale=s_out, zp=zp)
-        self.ops.append(Op(name, "fully_connected", [x, wt, b], [out],
-                           {"act": act, "act_range": act_range(act, s_out, zp)}, self.block))
+        b = self._bias(name + ":b", n_out)
+        out = self._tensor(name + ":out", (t.size // n_in, n_out), scale=1.0)
+        self.ops.append(Op(name, "fully_connected", [x, wt, b], [out], {"act": act}, self.block))
         return out
 
     def add(self, a, b, act=None) -> str:
-        ta, tb = self.tensors[a], self.tensors[b]
-        s_out = max(ta.s, tb.s) * 1.5
-        return self._op("add", [a, b], ta.shape, s_out, 0, {"act": act, "act_range": act_range(act, s_out, 0)})
+        return self._op("add", [a, b], self.tensors[a].shape, 1.0, 0, {"act": act})
 
     def mul(self, a, b, act=None) -> str:
-        ta, tb = self.tensors[a], self.tensors[b]
-        shape = tuple(np.broadcast_shapes(ta.shape, tb.shape))
-        s_out = ta.s * tb.s * 128.0
-        return self._op("mul", [a, b], shape, s_out, 0, {"act": act, "act_range": act_range(act, s_out, 0)})
+        shape = tuple(np.broadcast_shapes(self.tensors[a].shape, self.tensors[b].shape))
+        return self._op("mul", [a, b], shape, 1.0, 0, {"act": act})
 
     def logistic(self, x) -> str:
         return self._op("logistic", [x], self.tensors[x].shape, 1 / 256, -128)
@@ -195,7 +181,7 @@ class GraphBuilder:
     def _pool(self, kind, x, pool, stride, padding) -> str:
         t = self.tensors[x]
         (ph, pw), strides, _, pad, (n, oh, ow), c = self._window(x, pool, stride, 1, padding)
-        attrs = {"pool": (ph, pw), "strides": strides, "padding": pad, "act": None, "act_range": (-128, 127)}
+        attrs = {"pool": (ph, pw), "strides": strides, "padding": pad, "act": None}
         return self._op(kind, [x], (n, oh, ow, c), t.s, t.zp, attrs)
 
     def reshape(self, x, shape) -> str:
@@ -209,11 +195,69 @@ class GraphBuilder:
         outputs = [outputs] if isinstance(outputs, str) else list(outputs)
         g = Graph(self.name, self.tensors, self.ops, list(self.inputs), outputs)
         g.validate()
+        _calibrate(g, self.rng)
         return g
 
 
 _INT8_STD = 74.0  # std of a uniform int8 value, in levels
-_OUT_STD = 40.0  # std we aim for at each op output, in levels
+
+#: ops whose int8 output must keep its input's quantization (TFLite requires it)
+_SAME_QUANT = ("avg_pool2d", "max_pool2d", "reshape")
+#: ops with a fixed int8 output quantization (TFLite's), scale and zero point
+_FIXED_QUANT = {"softmax": (1 / 256, -128), "logistic": (1 / 256, -128)}
+
+
+def _calibrate(g: Graph, rng: np.random.Generator) -> None:
+    """Set activation scales / zero points, biases and clamps from one float run (see module doc)."""
+    from .frontend.float_exec import KERNELS
+
+    x = g.t(g.inputs[0])
+    q = rng.integers(-128, 128, size=x.shape)
+    vals = {x.name: ((q - x.zp) * x.s).astype(np.float32)}
+    for op in g.ops:
+        out = g.t(op.outputs[0])
+        ins = [vals[n] if n in vals else _real_weights(g.t(n)) for n in op.inputs if n]
+        has_bias = op.kind in ("conv2d", "depthwise_conv2d", "fully_connected")
+        if has_bias:  # run without bias, then draw a bias on the scale of the channel's output
+            ins[2] = np.zeros(out.shape[-1], np.float32)
+        y = KERNELS[op.kind](op, g, ins).astype(np.float32)
+        if has_bias:
+            bias = (rng.normal(size=out.shape[-1]) * 0.3 * (y.reshape(-1, y.shape[-1]).std(axis=0) + 1e-6))
+            y = y + bias.astype(np.float32)
+        act = op.attrs.get("act")
+        y = np.maximum(y, 0) if act == "relu" else np.clip(y, 0, 6) if act == "relu6" else y
+        if op.kind in _SAME_QUANT:
+            scale, zp = g.t(op.inputs[0]).s, g.t(op.inputs[0]).zp
+        elif op.kind in _FIXED_QUANT:
+            scale, zp = _FIXED_QUANT[op.kind]
+        else:
+            scale, zp = _range_quant(float(y.min()), float(y.max()))
+        out.scale = np.array([scale], np.float32)
+        out.zero_point = np.array([zp], np.int32)
+        if has_bias:
+            b = g.t(op.inputs[2])
+            s_in = g.t(op.inputs[0]).s
+            b.scale = (s_in * g.t(op.inputs[1]).scale).astype(np.float32).reshape(-1)
+            b.data = np.round(bias / np.broadcast_to(b.scale, bias.shape)).astype(np.int32)
+        if op.kind not in _FIXED_QUANT:
+            op.attrs["act_range"] = act_range(act, float(out.scale[0]), zp)
+        s = float(out.scale[0])  # fake-quantize, so later ranges see int8 rounding and clamping
+        vals[out.name] = ((np.clip(np.round(y / s) + zp, -128, 127) - zp) * s).astype(np.float32)
+
+
+def _real_weights(t: Tensor) -> np.ndarray:
+    """Dequantized weights of a constant (per-channel scale along its quantized axis)."""
+    shape = [1] * t.data.ndim
+    if t.scale.size > 1:
+        shape[t.quant_axis] = -1
+    return (t.data.astype(np.float32) * t.scale.reshape(shape)).astype(np.float32)
+
+
+def _range_quant(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric int8 (scale, zero point) covering [lo, hi] and 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255.0, 1e-8)
+    return scale, int(np.clip(round(-128 - lo / scale), -128, 127))
 
 
 def _pair(v) -> tuple[int, int]:

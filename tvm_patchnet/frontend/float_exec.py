@@ -20,7 +20,7 @@ def run_float(graph: Graph, x: np.ndarray, trace: bool = False):
     vals: dict[str, np.ndarray] = {graph.inputs[0]: np.asarray(x, np.float32)}
     for op in graph.ops:
         ins = [vals[n] if n in vals else graph.t(n).data for n in op.inputs]
-        fn = _KERNELS.get(op.kind)
+        fn = KERNELS.get(op.kind)
         if fn is None:
             raise PatchnetError(f"op '{op.name}' ({op.kind}): no float reference kernel")
         y = fn(op, graph, ins)
@@ -89,7 +89,7 @@ def _reshape(op: Op, graph: Graph, ins):
     return ins[0].reshape((ins[0].shape[0],) + graph.t(op.outputs[0]).shape[1:])
 
 
-_KERNELS: dict[str, Callable] = {
+KERNELS: dict[str, Callable] = {
     "conv2d": _conv,
     "depthwise_conv2d": _depthwise,
     "fully_connected": lambda op, g, ins: ins[0].reshape(ins[0].shape[0], -1) @ ins[1].T + ins[2],
@@ -100,6 +100,7 @@ _KERNELS: dict[str, Callable] = {
     "pad": lambda op, g, ins: np.pad(ins[0], op.attrs["paddings"]),
     "reshape": _reshape,
     "transpose": lambda op, g, ins: np.transpose(ins[0], op.attrs["perm"]),
+    "concat": lambda op, g, ins: np.concatenate(ins, axis=op.attrs["axis"]),
     "softmax": _softmax,
     "logistic": lambda op, g, ins: 1.0 / (1.0 + np.exp(-ins[0])),
 }
