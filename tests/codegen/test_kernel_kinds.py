@@ -9,8 +9,8 @@ import pytest
 
 from tests.codegen.cmodel import check_sources, compile_c, run_c
 from tests.conftest import random_inputs, tflm_trace
+from tests.graphs import stage_kinds_prefix
 from tests.kernels.test_ops_vs_tflm import CASES, _rng
-from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.codegen import emit_c
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.patch import plan_patches
@@ -35,18 +35,9 @@ def test_single_op_bit_exact_with_tflm(tmp_path, key):
 
 
 def _kinds_graph():
-    """Stride-2 conv, dilated depthwise, residual add, padded max and average pooling, mul (blocks
-    0..2: a patch stage), then logistic, concat of two scales, global pooling, FC, softmax."""
-    b = GraphBuilder("kinds", (1, 20, 20, 3))
-    x = b.conv2d("input", 8, 3, stride=2)
-    with b.new_block():
-        h = b.depthwise_conv2d(x, 3, dilation=2)
-        h = b.conv2d(h, 8, 1, act=None)
-        x = b.add(h, x)
-    with b.new_block():
-        m = b.max_pool2d(x, 3, 1, "same")
-        a = b.avg_pool2d(m, 3, 1, "same")
-        x = b.mul(a, m)
+    """The patch-stage kinds of tests/graphs.py (blocks 0..2), then logistic, concat of two
+    scales, global pooling, FC, softmax."""
+    b, x = stage_kinds_prefix("kinds")
     with b.new_block():
         s = b.logistic(x)
         t = b.tensors[x]

@@ -20,6 +20,7 @@ from tvm import relax
 
 from relay_passes import PatchBasedInference
 from tests.conftest import model_path, random_inputs
+from tests.graphs import stage_kinds_prefix
 from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.lower import to_relax
@@ -33,18 +34,8 @@ KWS = "mlperftiny_kws_ref_model.tflite"
 
 
 def _hand_graph():
-    """Every op kind a stage may hold: stride-2 conv, dilated depthwise, residual add, padded max
-    and average pooling, elementwise mul; 20x20 input, 10x10 maps."""
-    b = GraphBuilder("hand", (1, 20, 20, 3))
-    x = b.conv2d("input", 8, 3, stride=2)
-    with b.new_block():
-        h = b.depthwise_conv2d(x, 3, dilation=2)
-        h = b.conv2d(h, 8, 1, act=None)
-        x = b.add(h, x)
-    with b.new_block():
-        m = b.max_pool2d(x, 3, 1, "same")
-        a = b.avg_pool2d(m, 3, 1, "same")
-        x = b.mul(a, m)
+    """Every op kind a stage may hold (see tests/graphs.py), then a stride-2 depthwise block."""
+    b, x = stage_kinds_prefix("hand")
     with b.new_block():
         x = b.depthwise_conv2d(x, 3, stride=2)
         x = b.conv2d(x, 4, 1)

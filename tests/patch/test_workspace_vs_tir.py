@@ -18,7 +18,7 @@ import tvm
 from tvm import s_tir
 
 from tests.conftest import model_path
-from tvm_patchnet.builder import GraphBuilder
+from tests.graphs import stage_kinds_prefix
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.patch.planner import plan_patches
 from tvm_patchnet.patch.stage import build_stage, lowered_allocations
@@ -28,18 +28,8 @@ _REDUCING = ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d")
 
 
 def _uneven_graph():
-    """10x10 stage output, p = 3 -> tiles of 4, 4, 2: conv, dilated depthwise, max/avg pooling,
-    a residual add and an elementwise mul, all inside the stage."""
-    b = GraphBuilder("uneven", (1, 20, 20, 3))
-    x = b.conv2d("input", 8, 3, stride=2)  # 10x10
-    with b.new_block():
-        h = b.depthwise_conv2d(x, 3, dilation=2)
-        h = b.conv2d(h, 8, 1, act=None)
-        x = b.add(h, x)
-    with b.new_block():
-        m = b.max_pool2d(x, 3, 1, "same")
-        a = b.avg_pool2d(m, 3, 1, "same")
-        x = b.mul(a, m)
+    """10x10 stage output, p = 3 -> tiles of 4, 4, 2 (see tests/graphs.py)."""
+    b, x = stage_kinds_prefix("uneven")
     with b.new_block():
         x = b.conv2d(x, 4, 1)
     return b.finish(x)
