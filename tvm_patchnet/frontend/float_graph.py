@@ -22,6 +22,7 @@ from tvm import relax
 
 from ..errors import PatchnetError, UnsupportedOpsError
 from ..graph import Graph, Op, Tensor
+from .relax_exprs import arg_value, expr_vars, probe_call_tir, shape_of
 
 #: Op kinds that can absorb a following clamp (ReLU, ReLU6, clip) as a fused activation.
 FUSIBLE = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "mul", "avg_pool2d", "max_pool2d")
@@ -64,7 +65,7 @@ class _Walker:
     def run(self) -> Graph:
         func = self.mod["main"]
         bindings = [b for blk in func.body.blocks for b in blk.bindings]
-        self.uses.update(v for e in [b.value for b in bindings] + [func.body.body] for v in _vars(e))
+        self.uses.update(v for e in [b.value for b in bindings] + [func.body.body] for v in expr_vars(e))
         if len(func.params) != 1:
             raise PatchnetError(f"{self.source}: expected one input tensor, found {len(func.params)}")
         shape, dtype = shape_of(func.params[0])
@@ -365,61 +366,3 @@ def _channel_vector(b: np.ndarray, rank: int) -> np.ndarray | None:
     if any(s != 1 for i, s in enumerate(full.shape) if i != ch):
         return None
     return full.reshape(-1).astype(np.float32)
-
-
-def _vars(e) -> list:
-    """Relax variables an expression reads directly."""
-    if isinstance(e, relax.Var):
-        return [e]
-    if isinstance(e, relax.Tuple):
-        return [v for f in e.fields for v in _vars(f)]
-    if isinstance(e, relax.TupleGetItem):
-        return _vars(e.tuple_value)
-    if isinstance(e, relax.Call):
-        return [v for a in e.args for v in _vars(a)]
-    return []
-
-
-def shape_of(e) -> tuple[tuple[int, ...], str]:
-    """Static shape and dtype of a Relax tensor expression."""
-    ty = e.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        raise PatchnetError(f"value '{e}' has no static tensor shape (dynamic shapes are not supported)")
-    return tuple(int(s) for s in ty.shape), str(ty.dtype)
-
-
-def arg_value(e):
-    """Value of a non-variable Relax argument: constant tensor -> array, scalar -> float,
-    shape -> tuple; anything else is returned as is."""
-    if isinstance(e, tvm.ir.GenericConst):
-        return e.value.numpy()
-    if isinstance(e, relax.ShapeExpr):
-        return tuple(int(v) for v in e.values)
-    if isinstance(getattr(e, "value", None), (int, float)):
-        return float(e.value)
-    return e
-
-
-def probe_call_tir(mod: tvm.IRModule, call, fn: str, out_shape: tuple[int, ...]):
-    """Recover the constants TVM baked into a TE kernel by running it once on probe input.
-
-    ``pad`` -> ([(before, after)] per axis, pad value); one-input ``maximum``/``minimum`` -> bound.
-    """
-    in_shape, _ = shape_of(call.args[1].fields[0])
-    prim = mod[call.args[0]].with_attr("global_symbol", "main")
-    lib = tvm.compile(tvm.IRModule({"main": prim}), target="llvm")
-    fill = {"pad": np.nan, "maximum": -3e38, "minimum": 3e38}[fn]
-    x = tvm.runtime.tensor(np.full(in_shape, fill, np.float32))
-    y = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
-    lib["main"](x, y)
-    out = y.numpy()
-    if fn != "pad":
-        return float(out.reshape(-1)[0])
-    copied = np.isnan(out)
-    pads = []
-    for ax in range(out.ndim):
-        idx = np.nonzero(copied.any(axis=tuple(i for i in range(out.ndim) if i != ax)))[0]
-        pads.append((int(idx[0]), int(out.shape[ax] - idx[-1] - 1)))
-    if copied.sum() != np.prod(in_shape):  # edge / reflect padding copies input values outward
-        return pads, math.nan
-    return pads, float(out[~copied].reshape(-1)[0]) if (~copied).any() else 0.0
