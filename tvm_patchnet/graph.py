@@ -41,7 +41,7 @@ OP_KINDS = (
     "dequantize",  # int8 -> float32
 )
 
-#: Ops whose output has the same buffer size as (or is a view of) the input: no compute.
+#: Ops whose output is a view of the input (same bytes): no kernel, no copy (Relax reshape).
 VIEW_OPS = ("reshape",)
 
 

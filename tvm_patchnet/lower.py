@@ -11,11 +11,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .graph import Graph
+from .graph import VIEW_OPS, Graph
 from .kernels import lower_op
-
-# "reshape" keeps its bytes: Relax's own reshape is a view, no kernel needed.
-_VIEW_KINDS = ("reshape",)
 
 
 def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
@@ -25,7 +22,7 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
     ``trace=True`` it returns every op output in op order instead, for per-op comparisons.
     """
     # Lower every op first: an op without a kernel fails here, before any IR is half-built.
-    lowered = {op.name: lower_op(graph, op) for op in graph.ops if op.kind not in _VIEW_KINDS}
+    lowered = {op.name: lower_op(graph, op) for op in graph.ops if op.kind not in VIEW_OPS}
     bb = relax.BlockBuilder()
     params = [relax.Var(_var_name(n), relax.TensorType(shape=graph.t(n).shape, dtype=graph.t(n).dtype))
               for n in graph.inputs]
@@ -34,7 +31,7 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
         with bb.dataflow():
             for op in graph.ops:
                 out = graph.t(op.outputs[0])
-                if op.kind in _VIEW_KINDS:
+                if op.kind in VIEW_OPS:
                     env[op.outputs[0]] = bb.emit(relax.op.reshape(env[op.inputs[0]], out.shape))
                     continue
                 low = lowered[op.name]

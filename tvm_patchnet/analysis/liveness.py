@@ -49,8 +49,6 @@ class Liveness:
     def peak_bytes(self) -> int:
         return max(self.op_bytes, default=0)
 
-    def live_at(self, i: int) -> list[Buffer]:
-        return [b for b in self.buffers if b.first <= i <= b.last]
 
 
 def analyze(graph: Graph, in_place: bool = True) -> Liveness:

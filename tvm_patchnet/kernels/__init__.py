@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import PatchnetError
 from ..graph import Graph, Op
 
@@ -53,15 +51,6 @@ def lower_op(graph: Graph, op: Op, frame=None) -> Lowered:
     return fn(graph, op) if frame is None else fn(graph, op, frame)
 
 
-def supported_kinds() -> list[str]:
-    _load()
-    return sorted(_LOWERINGS)
-
-
 def _load() -> None:
     # Import the kernel families for their @register side effects (kept lazy: TVM is heavy).
     from . import conv, elementwise, layout, pool, softmax  # noqa: F401
-
-
-def const_arg(a) -> np.ndarray:
-    return np.ascontiguousarray(a)

@@ -15,9 +15,6 @@ from . import Lowered, register
 from .frame import NO_FRAME, Frame, both, guarded, tap_guard, valid
 from .requant import clamp_to_int8
 
-#: value a pooling op needs in the margin of its input (see frame.py)
-POOL_FILL = {"avg_pool2d": 0, "max_pool2d": -128}
-
 
 @register("avg_pool2d", "max_pool2d")
 def lower_pool(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
