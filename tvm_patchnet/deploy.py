@@ -50,7 +50,9 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
         raise PatchnetError(f"board '{board}' is not a {target} board; {target} boards: "
                             f"{', '.join(TARGET_BOARDS[target])}")
     graph = load_model(model, resolution=resolution, width=width)
-    plan = _choose(graph, patches, split, sram_bytes)
+    from .patch.search import resolve_plan
+
+    plan = resolve_plan(graph, patches, split, sram_bytes)
     from .analysis.profile import profile
     from .codegen import emit_c
 
@@ -84,21 +86,6 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             json.dump(meta, f, indent=2)
         _write_output(tmp, out_path)
     return CompileResult(out_path, meta)
-
-
-def _choose(graph, patches, split, sram_bytes):
-    from .patch.planner import plan_patches
-    from .patch.search import choose_plan
-
-    if patches is None and split is None:
-        return choose_plan(graph, sram_bytes=sram_bytes) if sram_bytes else None
-    if patches is None or split is None:
-        raise PatchnetError("--patches and --split go together (each a number or 'auto')")
-    if patches == 1:
-        return None
-    if isinstance(patches, int) and isinstance(split, int):
-        return plan_patches(graph, patches, split)
-    return choose_plan(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
 
 
 def _io(graph, name: str) -> dict:

@@ -5,6 +5,11 @@ class PatchnetError(Exception):
     """A user-facing error: bad input, unsupported model, a limit that cannot be met."""
 
 
+class StageError(PatchnetError):
+    """Blocks ``0..n-1`` cannot form a patch stage whatever the patch count (an op that needs
+    the whole map, a second input, ...): a larger split contains the same obstacle."""
+
+
 class UnsupportedOpsError(PatchnetError):
     """A model uses ops tvm-patchnet cannot convert; ``ops`` lists (index, type) pairs."""
 

@@ -20,8 +20,8 @@ def byte_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .tflite (int8) or .onnx file, or a built-in architecture name "
+def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("model", nargs="?" if optional else None, help="a .tflite (int8) or .onnx file, or a built-in architecture name "
                                  "(see 'patchnet profile --list')")
     p.add_argument("--resolution", type=int, help="input resolution of a built-in architecture (pixels)")
     p.add_argument("--width", type=float, help="width multiplier of a built-in architecture")

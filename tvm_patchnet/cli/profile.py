@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="per-layer / per-block int8 activation memory, MACs and weights",
                        description="Profile a model's int8 activation memory by the MCUNetV2 paper's rule "
                                    "(in-place depthwise and residual add) and the plain layer-by-layer rule.")
-    add_model_args(p)
+    add_model_args(p, optional=True)  # may be omitted with --list
     p.add_argument("--patches", metavar="P|auto", help="run the first blocks on a P x P grid of patches")
     p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch (stem = block 0)")
     p.add_argument("--sram", metavar="SIZE", help="with auto: lowest MAC overhead whose peak fits SIZE (e.g. 256KB)")
@@ -21,7 +21,6 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", default="256KB", help="SRAM line drawn on the plot (default 256KB)")
     p.add_argument("--list", action="store_true", help="list the built-in architectures and exit")
     p.set_defaults(drive=drive_profile)
-    p._positionals._group_actions[0].nargs = "?"  # model may be omitted with --list
 
 
 def drive_profile(args: argparse.Namespace) -> int:
@@ -35,8 +34,6 @@ def drive_profile(args: argparse.Namespace) -> int:
     budget = parse_size("--budget", args.budget)
     sram = parse_size("--sram", args.sram) if args.sram else None
     patches, split = parse_auto("--patches", args.patches), parse_auto("--split", args.split)
-    if sram is not None and args.patches is None and args.split is None:
-        patches = split = "auto"
     report = profile_model(args.model, resolution=args.resolution, width=args.width,
                            patches=patches, split=split, sram_bytes=sram)
     if args.plot:
@@ -84,13 +81,11 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
 
     graph = load_model(model, resolution=resolution, width=width)
     report = profile(graph)
-    if patches is None and split is None:
+    if patches is None and split is None and sram_bytes is None:
         return report
-    if patches is None or split is None:
-        raise PatchnetError("--patches and --split go together (each a number or 'auto')")
-    from ..patch.search import choose_plan
+    from ..patch.search import resolve_plan
 
-    plan = choose_plan(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
+    plan = resolve_plan(graph, patches, split, sram_bytes)
     report.patch = plan.to_json() if plan else {"patches": 1, "split": 0, "peak_bytes": report.peak_bytes,
                                                   "mac_overhead": 0.0, "note": "fits layer by layer"}
     return report

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..analysis.liveness import analyze
 from ..analysis.profile import op_macs
-from ..errors import PatchnetError
+from ..errors import PatchnetError, StageError
 from ..graph import Graph, Op
 
 #: Ops a patch stage may contain, and how each maps an output region to its input regions.
@@ -147,22 +147,22 @@ def stage_of(graph: Graph, split: int) -> tuple[list[int], str, str]:
         raise PatchnetError(f"{graph.name}: split {split} out of range: it must be 1..{nb - 1} ({nb} blocks)")
     ops = [i for i, op in enumerate(graph.ops) if op.block < split]
     if ops != list(range(len(ops))):
-        raise PatchnetError(f"{graph.name}: blocks 0..{split - 1} are not the leading ops of the graph")
+        raise StageError(f"{graph.name}: blocks 0..{split - 1} are not the leading ops of the graph")
     produced = {n for i in ops for n in graph.ops[i].outputs}
     consumers = graph.consumers()
     escaping = [n for n in produced if any(c >= len(ops) for c in consumers[n]) or n in graph.outputs]
     if len(escaping) != 1:
-        raise PatchnetError(
+        raise StageError(
             f"{graph.name}: split {split} cuts {len(escaping)} tensors ({', '.join(sorted(escaping)[:4])}); "
             "the patch stage must hand exactly one tensor to the rest of the network"
         )
     external = {n for i in ops for n in graph.activation_inputs(graph.ops[i]) if n not in produced}
     if len(external) != 1:
-        raise PatchnetError(f"{graph.name}: the patch stage reads {len(external)} inputs; it must read one")
+        raise StageError(f"{graph.name}: the patch stage reads {len(external)} inputs; it must read one")
     for i in ops:
         op = graph.ops[i]
         if op.kind not in _WINDOWED + _ELEMENTWISE or len(graph.t(op.outputs[0]).shape) != 4:
-            raise PatchnetError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} cannot run "
+            raise StageError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} cannot run "
                                 f"per patch; choose a split <= {op.block}")
     return ops, external.pop(), escaping[0]
 
@@ -178,7 +178,7 @@ def _input_regions(graph: Graph, op: Op, out: Region, block: int) -> dict[str, R
             dh, dw = op.attrs.get("dilation", (1, 1))
             top, left = op.attrs["padding"][:2]
             if (kh, kw) == (h + sum(op.attrs["padding"][::2]), w + sum(op.attrs["padding"][1::2])) and h * w > 1:
-                raise PatchnetError(f"{graph.name}: op '{op.name}' ({op.kind}) in block {block} reads the whole "
+                raise StageError(f"{graph.name}: op '{op.name}' ({op.kind}) in block {block} reads the whole "
                                     f"feature map (global pooling, e.g. an SE block); choose a split <= {block}")
             r = Region(out.r0 * sh - top, (out.r1 - 1) * sh - top + (kh - 1) * dh + 1,
                        out.c0 * sw - left, (out.c1 - 1) * sw - left + (kw - 1) * dw + 1)
@@ -207,7 +207,7 @@ def _fills(graph: Graph, ops: list[int], stage_in: str) -> dict[str, int]:
             continue
         fill = _FILL.get(op.kind, graph.t(name).zp)
         if fills.setdefault(name, fill) != fill:
-            raise PatchnetError(f"{graph.name}: tensor '{name}' is padded differently by its readers "
+            raise StageError(f"{graph.name}: tensor '{name}' is padded differently by its readers "
                                 f"(op '{op.name}'); this stage cannot run per patch")
     return fills
 

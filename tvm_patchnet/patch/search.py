@@ -9,7 +9,7 @@ meets is an error stating the smallest peak reachable. Every figure comes from t
 from __future__ import annotations
 
 from ..analysis.liveness import analyze
-from ..errors import PatchnetError
+from ..errors import PatchnetError, StageError
 from ..graph import Graph
 from .planner import PatchPlan, plan_patches
 
@@ -24,20 +24,35 @@ def candidate_plans(graph: Graph, patches: int | None = None, split: int | None 
     ns = [split] if split else range(1, graph.num_blocks)
     plans, errors = [], []
     for n in ns:
-        for p in ps:
-            try:
-                plans.append(plan_patches(graph, p, n))
-            except PatchnetError as e:
-                errors.append(str(e))
-                if split is None and ("cannot run per patch" in str(e) or "whole feature map" in str(e)):
-                    break  # a later split would contain the same op: stop growing n
-        else:
-            continue
-        if split is None and errors and ("cannot run per patch" in errors[-1] or "whole feature map" in errors[-1]):
-            break
+        try:
+            for p in ps:
+                try:
+                    plans.append(plan_patches(graph, p, n))
+                except StageError:
+                    raise
+                except PatchnetError as e:  # this patch count does not fit this split
+                    errors.append(str(e))
+        except StageError as e:
+            errors.append(str(e))
+            break  # a larger split contains the same obstacle
     if not plans:
         raise PatchnetError(errors[-1] if errors else f"{graph.name}: no patch setting is feasible")
     return plans
+
+
+def resolve_plan(graph: Graph, patches=None, split=None, sram_bytes: int | None = None) -> PatchPlan | None:
+    """The plan for user settings: ``patches``/``split`` are ints, "auto" or None. None/None:
+    layer by layer, or with ``sram_bytes`` the cheapest setting that fits; ``patches`` 1:
+    layer by layer. Returns None for layer-by-layer execution."""
+    if patches is None and split is None:
+        return choose_plan(graph, sram_bytes=sram_bytes) if sram_bytes else None
+    if patches is None or split is None:
+        raise PatchnetError("--patches and --split go together (each a number or 'auto')")
+    if patches == 1:
+        return None
+    if isinstance(patches, int) and isinstance(split, int):
+        return plan_patches(graph, patches, split)
+    return choose_plan(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
 
 
 def choose_plan(graph: Graph, patches: int | None = None, split: int | None = None,
