@@ -26,8 +26,18 @@ def test_depthwise_runs_in_place_only_under_the_paper_rule():
     b = GraphBuilder("dw", (1, 16, 16, 8))
     y = b.depthwise_conv2d("input", 3, stride=1)
     g = b.finish(y)
-    assert analyze(g, in_place=True).op_bytes == [16 * 16 * 8]
-    assert analyze(g, in_place=False).op_bytes == [2 * 16 * 16 * 8]
+    paper = analyze(g, in_place=True)
+    assert paper.op_bytes == [16 * 16 * 8 + 16 * 16]  # the map, and one channel plane of scratch
+    assert paper.scratch == {0: 16 * 16}
+    plain = analyze(g, in_place=False)
+    assert plain.op_bytes == [2 * 16 * 16 * 8] and not plain.scratch
+
+
+def test_depthwise_with_multiplier_never_in_place():
+    b = GraphBuilder("dwm", (1, 16, 16, 8))
+    y = b.depthwise_conv2d("input", 3, stride=2, multiplier=2)  # 8x8x16 fits in 16x16x8 but
+    g = b.finish(y)  # writes channels 2c, 2c+1 over input channels c / c+...: not in place
+    assert analyze(g, in_place=True).op_bytes == [16 * 16 * 8 + 8 * 8 * 16]
 
 
 def test_residual_input_counted_once_and_project_conv_accumulates_in_place():
@@ -40,7 +50,7 @@ def test_residual_input_counted_once_and_project_conv_accumulates_in_place():
     g = b.finish(y)
     small, big = 8 * 8 * 4, 8 * 8 * 24
     paper = analyze(g, in_place=True).op_bytes
-    assert paper == [small + big, small + big, small + big, small]
+    assert paper == [small + big, small + big + 8 * 8, small + big, small]
     plain = analyze(g, in_place=False).op_bytes
     assert plain == [small + big, small + 2 * big, small + big + small, 3 * small]
 

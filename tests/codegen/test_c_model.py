@@ -67,11 +67,13 @@ def test_vww_patched_stage_bit_exact(tmp_path):
         x = random_inputs(graph, 0)[0]
         np.testing.assert_array_equal(run_c(compile_c(out), graph, x), run_graph(graph, [x])[0])
     stage = info.kernels["tvmgen_default_patch_stage"]
-    # the per-patch buffers are views of the arena's workspace; the C holds only scalar arrays
-    assert stage.workspace and info.offsets[f"{plan.stage_output}#workspace"] % 16 == 0
-    assert stage.prototype.endswith("uint8_t* ws);")
+    # the per-patch buffers are views of the arena (ws) at the memory plan's offsets, each the
+    # size of its allocation; the C holds only scalar arrays
+    placed = {(a.offset, a.size) for a in info.memory.allocations}
+    assert stage.workspace and set(stage.workspace.values()) <= placed
+    assert stage.prototype.endswith("uint8_t* ws);") and info.calls[0] == stage.name
     assert set(re.findall(r"\w+\[(\d+)\];", stage.source)) == {"1"}
-    assert stage.workspace_bytes <= plan.workspace_bytes
+    assert sum(b for _, b in stage.workspace.values()) == plan.workspace_bytes
     check_cortex_m4(out)
 
 

@@ -420,7 +420,8 @@ def test_mobilenetv2_224_table1():
     assert plan.input_patch == (side, side) == (75, 75)
     # per layer: block 2's expand conv at 112x112, 16 -> 96 channels
     assert plan.per_layer_peak_bytes == 112 * 112 * (16 + 96) == 1_404_928
-    # whole network: block 5's expand conv at 28x28, 32 -> 192 (after the stage)
-    assert plan.peak_bytes == 28 * 28 * (32 + 192) == 175_616
+    # whole network: block 5's in-place depthwise conv at 28x28 (192 channels, a 28x28 channel
+    # plane of scratch) beside the 32-channel skip, after the stage
+    assert plan.peak_bytes == 28 * 28 * (32 + 192 + 1) == 176_400
     assert plan.mac_overhead <= 0.10
-    assert plan.per_layer_peak_bytes / plan.peak_bytes == pytest.approx(8.0)
+    assert plan.per_layer_peak_bytes / plan.peak_bytes == pytest.approx(8.0, rel=0.01)  # paper: 1372 / 172 kB

@@ -110,6 +110,7 @@ def test_global_buffers_have_the_planner_patch_shapes(case):
     glob = {k: v for k, v in allocs.items() if v[2] == "global"}
     _, expected, total = _global_shapes(g, plan)
     assert {k: v[0] for k, v in glob.items()} == expected
+    _check_by_hand(g, plan, {k: v[0] for k, v in glob.items()}, stage.buffers)
     assert total == plan.workspace_bytes
     assert {v[1] for v in glob.values()} <= {"int8"}
     assert set(allocs) - set(glob) == {k for k, v in allocs.items() if v[2] == "local"}  # nothing else
@@ -150,20 +151,31 @@ def test_calculate_allocated_bytes_agrees(case):
     # on the scheduled PrimFunc (blocks' alloc_buffers) it reports nothing
     _, plan, stage = case
     per_scope = s_tir.analysis.calculate_allocated_bytes(_compact_and_lower(stage.func))["main"]
-    # every intermediate is allocated at once under the tile loops; the accumulators one at a time
-    assert dict(per_scope) == {"global": plan.workspace_bytes, "local": 4}
+    # every intermediate is allocated at once under the tile loops; the accumulators, and the
+    # channel planes of in-place depthwise convs (inside their channel loops), one at a time
+    planes = [int(np.prod(s)) for n, s in plan.stage_buffers.items() if n.endswith("#scratch")]
+    at_once = plan.workspace_bytes - sum(planes) + max(planes, default=0)
+    assert dict(per_scope) == {"global": at_once, "local": 4}
 
 
 def _global_shapes(g, plan):
     """(lowered global buffer shapes, planner shapes of the same buffers, lowered global bytes)."""
-    allocs = lowered_allocations(build_stage(g, plan).func)
+    stage = build_stage(g, plan)
+    allocs = lowered_allocations(stage.func)
     glob = {k: v[0] for k, v in allocs.items() if v[2] == "global"}
-    expected = {g.ops[i].name: plan.patch_shapes[g.ops[i].outputs[0]]
-                for i in plan.stage_ops if g.ops[i].outputs[0] != plan.stage_output}
-    if plan.tile_buffer:  # uneven tiles: the last op writes whole tiles, then a copy stores them
-        last = g.ops[plan.stage_ops[-1]]
-        expected[last.name] = (1, *plan.tile_hw, g.t(plan.stage_output).shape[3])
+    expected = {b: plan.stage_buffers[t] for b, t in stage.buffers.items() if t != plan.stage_output}
     return glob, expected, sum(int(np.prod(s)) for s in glob.values())
+
+
+def _expected_by_hand(g, plan):
+    """The planner's stage buffers from its patch shapes and these rules: an intermediate's
+    buffer is its patch; a conv accumulated into a residual skip has none; an in-place depthwise
+    conv adds its input channel's plane; an uneven last op writes a whole-tile buffer."""
+    ops = [g.ops[i] for i in plan.stage_ops]
+    out = {op.name: plan.patch_shapes[op.outputs[0]] for op in ops if op.outputs[0] != plan.stage_output}
+    if plan.tile_buffer:
+        out[ops[-1].name] = (1, *plan.tile_hw, g.t(plan.stage_output).shape[3])
+    return out
 
 
 def test_hand_computed_workspace_of_the_uneven_graph():
@@ -176,6 +188,8 @@ def test_hand_computed_workspace_of_the_uneven_graph():
     assert plan.margins == {"conv_0:out": (2, 2, 2, 2), "dwconv_0:out": (0, 0, 0, 0), "conv_1:out": (0, 0, 0, 0)}
     # uneven tiles: plus the 4x4 tile buffer the last op (add) writes before the copy
     assert plan.tile_buffer == 4 * 4 * 8
+    # Nothing runs in place: the skip conv_0 lives on past dwconv_0, and its 8x8 patch differs
+    # from conv_1's 4x4 one, so conv_1 cannot add into it.
     assert plan.workspace_bytes == 8 * (8 * 8 + 4 * 4 + 4 * 4 + 4 * 4) == 896
     glob, _, total = _global_shapes(g, plan)
     assert glob == {"conv_0": (1, 8, 8, 8), "dwconv_0": (1, 4, 4, 8), "conv_1": (1, 4, 4, 8), "add_0": (1, 4, 4, 8)}
@@ -212,3 +226,19 @@ def test_lowered_buffers_match_the_plan_hard_cases(key, p, n):
     glob, expected, total = _global_shapes(g, plan)
     assert glob == expected
     assert total == plan.workspace_bytes
+    _check_by_hand(g, plan, glob, build_stage(g, plan).buffers)
+
+
+def _check_by_hand(g, plan, glob, names):
+    """``glob``: lowered buffer shapes; ``names``: what build_stage says each buffer holds."""
+    hand = _expected_by_hand(g, plan)
+    assert {b: glob[b] for b in hand if b in glob} == {b: s for b, s in hand.items() if b in glob}
+    ops = {g.ops[i].name: g.ops[i] for i in plan.stage_ops}
+    consumers = g.consumers()
+    for b in set(hand) - set(glob):  # accumulated into a residual skip: a conv read by one add
+        assert ops[b].kind == "conv2d" and [g.ops[c].kind for c in consumers[ops[b].outputs[0]]] == ["add"], b
+    for b in set(glob) - set(hand):  # the channel plane of an in-place depthwise conv
+        written = names[b].removesuffix("#scratch").removesuffix("#tile")
+        owner = next(o for o in ops.values() if o.outputs[0] == written)
+        assert owner.kind == "depthwise_conv2d" and names[b].endswith("#scratch")
+        assert glob[b] == (1, *plan.patch_shapes[owner.inputs[0]][1:3], 1), b

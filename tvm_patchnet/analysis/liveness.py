@@ -6,7 +6,11 @@ them. The memory an op needs is the total size of the buffers alive while it run
 
 - ``in_place=True``, the MCUNetV2 paper's analytic rule (Sec. 4): a layer needs its input plus
   its output (int8), depthwise convolution overwrites its input, a residual block's shared
-  input is counted once, and the block's last conv adds into the residual buffer in place;
+  input is counted once, and the block's last conv adds into the residual buffer in place.
+  The in-place depthwise kernel (MCUNet's) copies one input channel at a time into a scratch
+  plane (input height x width bytes) before it overwrites that channel: :attr:`Liveness.scratch`
+  counts it, beside the int32 row buffers of softmax (under both rules). The generated C runs exactly these kernels (``codegen``), so this rule is also the
+  deployed arena's;
 - ``in_place=False``: every tensor has its own buffer, what a plain layer-by-layer
   interpreter needs.
 
@@ -42,8 +46,12 @@ class Liveness:
     buffers: list[Buffer]
     buffer_of: dict[str, int]  # tensor name -> buffer id
     span: dict[str, tuple[int, int]]  # tensor name -> (producing op or -1, last reading op)
-    op_bytes: list[int]  # bytes alive while op i runs
+    op_bytes: list[int]  # bytes alive while op i runs, kernel scratch included
     in_place: bool
+    #: op index -> bytes of kernel scratch alive while that op runs (in-place depthwise planes)
+    scratch: dict[int, int] = field(default_factory=dict)
+    #: conv output -> skip tensor it is accumulated into (conv and add run as one kernel)
+    accumulate: dict[str, str] = field(default_factory=dict)
 
     @property
     def peak_bytes(self) -> int:
@@ -87,6 +95,9 @@ def analyze(graph: Graph, in_place: bool = True) -> Liveness:
             else:
                 new_buffer(out, i)
     span = {n: (first_def[n], max(first_def[n], last_use[n])) for n in buffer_of}
+    scratch = {i: plane_bytes(graph, op) for i, op in enumerate(graph.ops)
+               if op.kind == "depthwise_conv2d" and buffer_of[op.outputs[0]] == buffer_of[op.inputs[0]]}
+    scratch.update({i: softmax_scratch_bytes(graph, op) for i, op in enumerate(graph.ops) if op.kind == "softmax"})
     op_bytes = []
     for i in range(len(graph.ops)):
         # A buffer needs, at op i, the largest of its tensors alive then: after a stride-2
@@ -95,8 +106,23 @@ def analyze(graph: Graph, in_place: bool = True) -> Liveness:
         for n, (a, b) in span.items():
             if a <= i <= b:
                 occupied[buffer_of[n]] = max(occupied.get(buffer_of[n], 0), graph.t(n).nbytes)
-        op_bytes.append(sum(occupied.values()))
-    return Liveness(buffers, buffer_of, span, op_bytes, in_place)
+        op_bytes.append(sum(occupied.values()) + scratch.get(i, 0))
+    return Liveness(buffers, buffer_of, span, op_bytes, in_place, scratch, accumulate_into)
+
+
+def softmax_scratch_bytes(graph: Graph, op) -> int:
+    """Scratch of the int8 softmax kernel (``kernels/softmax.py``, TFLite Micro's arithmetic, run
+    one row at a time): seven int32 row buffers (exp(x - max) and its steps, which the row sum
+    and the output both read); per-row values live in registers. Like CMSIS-NN's
+    ``*_get_buffer_size``: a formula beside the kernel, which tests check against the emitted
+    kernel's buffers and code generation refuses to contradict."""
+    return 7 * 4 * graph.t(op.inputs[0]).shape[-1]
+
+
+def plane_bytes(graph: Graph, op) -> int:
+    """Scratch of an in-place depthwise conv: one channel of its input (bytes)."""
+    _, h, w, _ = graph.t(op.inputs[0]).shape
+    return h * w * graph.t(op.inputs[0]).nbytes // graph.t(op.inputs[0]).size
 
 
 def _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place, buffer_of) -> str | None:
@@ -107,14 +133,16 @@ def _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place,
         return None
     if out in accumulate_into:
         return accumulate_into[out]
-    size = graph.t(out).nbytes
-    if op.kind == "depthwise_conv2d" and last_use[acts[0]] == i and size <= graph.t(acts[0]).nbytes:
+    y = graph.t(out)
+    if (op.kind == "depthwise_conv2d" and last_use[acts[0]] == i and y.nbytes <= graph.t(acts[0]).nbytes
+            and y.shape[3] == graph.t(acts[0]).shape[3]):  # channel c is written over channel c only
         return acts[0]
     if op.kind in ("add", "mul"):
-        # the output overwrites an input that dies here: the residual (skip) buffer when the
-        # other operand was already accumulated into it, else the first input that fits.
+        # the output overwrites an input that dies here, element by element (same shape: the
+        # kernel reads element k of it before writing element k): the residual (skip) buffer when
+        # the other operand was already accumulated into it, else the first input that fits.
         for a in acts:
-            if last_use[a] == i and graph.t(a).nbytes >= size:
+            if last_use[a] == i and graph.t(a).shape == y.shape and graph.t(a).dtype == y.dtype:
                 return a
     return None
 
@@ -123,7 +151,10 @@ def _residual_accumulations(graph: Graph, consumers, last_use) -> dict[str, str]
     """Conv outputs that feed only a residual add whose other input dies at that add.
 
     Such a conv can add its results into the skip buffer as it produces them ("the block's last
-    conv adds into the residual buffer in place"); returns conv output -> skip tensor.
+    conv adds into the residual buffer in place"): the generated C fuses conv and add into one
+    kernel, run where the conv is, that reads skip element k and then writes element k. So the
+    conv must not read the skip itself, and no op between the conv and the add may read it.
+    Returns conv output -> skip tensor.
     """
     producer = graph.producer()
     out: dict[str, str] = {}
@@ -140,8 +171,11 @@ def _residual_accumulations(graph: Graph, consumers, last_use) -> dict[str, str]
                 and graph.ops[j].kind in ("conv2d", "depthwise_conv2d")
                 and consumers[conv_out] == [i]
                 and last_use[skip] == i
-                and graph.t(skip).nbytes == graph.t(conv_out).nbytes
+                and graph.t(skip).shape == graph.t(conv_out).shape
+                and graph.t(skip).dtype == graph.t(conv_out).dtype
                 and producer.get(skip, -1) < j
+                and skip not in graph.ops[j].inputs
+                and not any(j < c < i for c in consumers[skip])
             ):
                 out[conv_out] = skip
                 break

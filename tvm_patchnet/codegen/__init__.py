@@ -3,7 +3,7 @@
 ``emit_c(graph, out_dir, plan=None)`` writes ``model.h`` / ``model.c`` (the entry point
 ``tvmgen_default_run`` over one static arena), ``kernels.h`` / ``kernels.c`` (one plain C
 function per kernel, from TVM's C backend, see :mod:`.c_kernels`) and ``weights.h`` /
-``weights.c`` (``const`` arrays). Arena offsets come from :func:`.placement.assign_offsets`.
+``weights.c`` (``const`` arrays). Arena offsets come from :func:`tvm_patchnet.memory.plan_memory`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from ..graph import Graph
 from ..patch.planner import PatchPlan
 from .c_model import CModelInfo, write_c_model
-from .placement import assign_offsets
 
-__all__ = ["CModelInfo", "assign_offsets", "emit_c"]
+__all__ = ["CModelInfo", "emit_c"]
 
 
-def emit_c(graph: Graph, out_dir: str, plan: PatchPlan | None = None) -> CModelInfo:
+def emit_c(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy") -> CModelInfo:
     """Write the C model of ``graph`` to ``out_dir``; with ``plan``, its first blocks run patch by
-    patch inside one kernel. Returns sizes (bytes) and the arena offset of every buffer."""
-    return write_c_model(graph, out_dir, plan)
+    patch inside one kernel; ``planner`` places the arena (``greedy`` or ``milp``). Returns sizes
+    (bytes) and the memory plan the arena follows."""
+    return write_c_model(graph, out_dir, plan, planner)

@@ -10,7 +10,8 @@ are pointers is emitted as a plain C function, ``void f(int8_t* x0, ...)``. So e
    compiler keeps in a register, not a buffer;
 2. rewritten to pointer parameters (one ``T.decl_buffer`` per former buffer parameter) and made
    private;
-3. lowered with TVM's default TIR pipeline (buffer compaction, flattening, ``StorageRewrite``);
+3. lowered with TVM's default TIR pipeline (buffer compaction, flattening, ``StorageRewrite``,
+   except for the patch stage, whose buffers the memory plan places one by one);
 4. every remaining ``global`` allocation (the patch stage's per-patch buffers, row buffers of
    softmax) is turned into a view at a fixed byte offset of one extra parameter, ``uint8_t* ws``:
    the caller passes a region of its static arena. (Left alone, ``LowerTVMBuiltin`` keeps
@@ -22,8 +23,14 @@ are pointers is emitted as a plain C function, ``void f(int8_t* x0, ...)``. So e
 Why explicit ``ws`` views rather than a ``TVMBackendAllocWorkspace`` that returns planned arena
 regions: offsets are fixed at compile time, so there are no calls, no NULL checks and no
 allocation order to replay at run time (the patch stage would allocate and free its buffers
-once per patch), and every byte is visible to the static planner. The price is that the
-kernel's buffers form one block of ``workspace_bytes``, placed as a whole.
+once per patch), and every byte is visible to the static planner. The patch stage's buffers
+get the memory plan's offsets one by one (``ws`` is then the arena itself), so buffers with
+disjoint lifetimes inside a patch share bytes, and in-place pairs share an offset.
+
+In-place kernels (``depthwise_in_place_kernel``, ``accumulate_kernel``, and elementwise add /
+mul, which read element k before writing it) may be called with the output pointer equal to an
+input pointer: TVM's C has no ``restrict`` on the parameters, so the C compiler assumes they may
+alias.
 """
 
 from __future__ import annotations
@@ -44,8 +51,6 @@ from ..kernels import lower_op
 from ..patch.planner import PatchPlan
 from ..patch.stage import build_stage
 
-#: Byte alignment of every buffer inside a workspace (int32 and int64 loads need at most 8).
-WS_ALIGN = 8
 _TARGET = {"kind": "c"}
 
 
@@ -73,27 +78,98 @@ class CKernel:
 
 
 # ----------------------------------------------------------------------------- PrimFuncs
+def _placeholders(graph: Graph, args: list, prefix: str = "") -> list:
+    """TE placeholders for a lowering's arguments (activations by tensor, constants by array)."""
+    phs = []
+    for k, a in enumerate(args):
+        if isinstance(a, str):
+            t = graph.t(a)
+            phs.append(te.placeholder(t.shape, t.dtype, name=f"{prefix}x{k}"))
+        else:
+            phs.append(te.placeholder(a.shape, str(a.dtype), name=f"{prefix}w{k}"))
+    return phs
+
+
 def op_kernel(graph: Graph, op: Op) -> KernelFunc:
     """The TE kernel of ``op`` as a PrimFunc, intermediates in registers where possible."""
     low = lower_op(graph, op)
-    phs = []
-    for k, a in enumerate(low.args):
-        if isinstance(a, str):
-            t = graph.t(a)
-            phs.append(te.placeholder(t.shape, t.dtype, name=f"x{k}"))
-        else:
-            phs.append(te.placeholder(a.shape, str(a.dtype), name=f"w{k}"))
+    phs = _placeholders(graph, low.args)
     out = low.compute(*phs)
     sch = s_tir.Schedule(te.create_prim_func([*phs, out]))
-    _intermediates_in_registers(sch)
+    if op.kind == "softmax":
+        _rows(sch, len(graph.t(op.outputs[0]).shape) - 1)
+    elif op.kind == "logistic":  # elementwise: every step of one element in registers
+        _rows(sch, len(graph.t(op.outputs[0]).shape))
+    else:
+        _inline_copies(sch)
+        _intermediates_in_registers(sch)
     return KernelFunc(_init_outside_reductions(sch), [*low.args, op.outputs[0]])
 
 
-def stage_kernel(graph: Graph, plan: PatchPlan) -> KernelFunc:
-    """The patch stage PrimFunc of ``plan`` (already scheduled patch by patch)."""
+def _inline_copies(sch: s_tir.Schedule) -> None:
+    """Inline blocks that only move elements (a fully connected layer's flattened input view)."""
+    for blk in sch.get_child_blocks(sch.get_sblock("root"))[:-1]:
+        body = sch.get(blk).body
+        if isinstance(body, tirx.BufferStore) and isinstance(body.value, tvm.ir.TensorLoad) and \
+                all(int(iv.iter_type) == 0 for iv in sch.get(blk).iter_vars):
+            sch.compute_inline(blk)
+
+
+def _rows(sch: s_tir.Schedule, row_dims: int) -> None:
+    """One row at a time: every intermediate computed under the output's row loop, per-row values
+    (softmax's max, sum, reciprocal) in registers, per-element values in row buffers (softmax's
+    are read by the sum and again by the output). ``row_dims``: the leading axes that index a
+    row (all of them: one element at a time, every value in registers)."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    out = blocks[-1]
+    full = [int(s) for s in sch.get(out).writes[0].source.ty.shape]
+    for blk in reversed(blocks[:-1]):  # consumers first
+        sch.compute_at(blk, sch.get_loops(out)[row_dims - 1], preserve_unit_loops=True)
+        if row_dims == len(full) or [int(s) for s in sch.get(blk).writes[0].source.ty.shape] != full:
+            sch.set_scope(blk, 0, "local")
+
+
+def depthwise_in_place_kernel(graph: Graph, op: Op) -> KernelFunc:
+    """A depthwise conv that may be called with its output over its input (MCUNet's in-place
+    depthwise): channel by channel, the input channel is first copied into a scratch plane
+    (``ws``, input height x width bytes), then the output channel is computed from the plane.
+    Output channel c is stored only where input channel c was, which is already copied: other
+    channels are untouched. Needs one output channel per input channel."""
+    low = lower_op(graph, op)
+    phs = _placeholders(graph, low.args)
+    out = low.compute(*phs)
+    sch = s_tir.Schedule(te.create_prim_func([*phs, out]))
+    blk = sch.get_sblock(out.op.name)
+    b, i, j, c = sch.get_loops(blk)
+    sch.reorder(b, c, i, j)
+    _intermediates_in_registers(sch)
+    plane = sch.cache_read(sch.get_sblock(out.op.name + "_acc"), 0, "global")
+    sch.compute_at(plane, sch.get_loops(blk)[1])
+    return KernelFunc(_init_outside_reductions(sch), [*low.args, op.outputs[0]])
+
+
+def accumulate_kernel(graph: Graph, conv: Op, add: Op) -> KernelFunc:
+    """``conv`` and the residual ``add`` of its output as one kernel that may be called with the
+    add's output over the skip input ("the block's last conv adds into the residual buffer"):
+    each output element's conv accumulator and requantization are computed in registers, then
+    added to skip element k, which is read before element k is written."""
+    cl, al = lower_op(graph, conv), lower_op(graph, add)
+    conv_phs = _placeholders(graph, cl.args)
+    conv_out = cl.compute(*conv_phs)
+    skip = next(a for a in al.args if a != conv.outputs[0])
+    skip_ph = te.placeholder(graph.t(skip).shape, graph.t(skip).dtype, name="skip")
+    out = al.compute(*[conv_out if a == conv.outputs[0] else skip_ph for a in al.args])
+    sch = s_tir.Schedule(te.create_prim_func([*conv_phs, skip_ph, out]))
+    _intermediates_in_registers(sch)
+    return KernelFunc(_init_outside_reductions(sch), [*cl.args, skip, add.outputs[0]])
+
+
+def stage_kernel(graph: Graph, plan: PatchPlan) -> tuple[KernelFunc, dict[str, str]]:
+    """The patch stage PrimFunc of ``plan`` (already scheduled patch by patch) and what each of
+    its buffers holds (TIR buffer name -> patch-graph tensor, see ``PatchedStage.buffers``)."""
     stage = build_stage(graph, plan)
     func = _init_outside_reductions(s_tir.Schedule(stage.func))
-    return KernelFunc(func, [plan.stage_input, *stage.consts, plan.stage_output])
+    return KernelFunc(func, [plan.stage_input, *stage.consts, plan.stage_output]), stage.buffers
 
 
 def _intermediates_in_registers(sch: s_tir.Schedule) -> None:
@@ -142,10 +218,12 @@ def _private_with_pointers(func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 
 # ----------------------------------------------------------------------------- workspace
-def _hoist_workspace(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, dict[str, tuple[int, int]], int]:
+def _hoist_workspace(func: tirx.PrimFunc, placed: dict[str, int] | None = None
+                     ) -> tuple[tirx.PrimFunc, dict[str, tuple[int, int]], int]:
     """Move the allocations of the lowered ``func`` out of TVM's allocator.
 
-    ``global`` buffers become views at fixed offsets of a new last parameter ``ws``; ``local``
+    ``global`` buffers become views at fixed offsets of a new last parameter ``ws``: packed one
+    after the other, or at ``placed[buffer name]`` (the caller passes its arena as ``ws``); ``local``
     ones (the per-element scalars) become C arrays in the function, which the C compiler keeps
     in registers: TVM's C host codegen only emits ``global`` arrays, and only those under
     ``kMaxStackAlloca`` (1 KiB) without a workspace call. Returns the function, the views
@@ -168,9 +246,17 @@ def _hoist_workspace(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, dict[str, tupl
         buf = node.buffer
         if buf in keep:
             return node
-        off = -(-top // WS_ALIGN) * WS_ALIGN
+        if placed is None:  # packed, each buffer at its element size's alignment
+            align = tvm.DataType(buf.ty.dtype).bits // 8
+            off = -(-top // align) * align
+        elif buf.name not in placed:
+            raise PatchnetError(f"buffer '{buf.name}' of the lowered kernel has no place in the memory plan")
+        else:
+            off = placed[buf.name]
+        if off % (tvm.DataType(buf.ty.dtype).bits // 8):
+            raise PatchnetError(f"buffer '{buf.name}' ({buf.ty.dtype}) at offset {off} is misaligned")
         views[buf.name] = (off, _nbytes(buf))
-        top = off + _nbytes(buf)
+        top = max(top, off + _nbytes(buf))
         return tirx.DeclBuffer(buf, data=tirx.ptr_byte_offset(ws, off, buf.ty.dtype))
 
     body = BufferReplacer(scalars)(func.body) if scalars else func.body
@@ -186,8 +272,11 @@ def _nbytes(buf) -> int:
 
 
 # ----------------------------------------------------------------------------- build
-def emit_kernels(funcs: dict[str, tirx.PrimFunc]) -> dict[str, CKernel]:
+def emit_kernels(funcs: dict[str, tirx.PrimFunc], placed: dict[str, dict[str, int]] | None = None
+                 ) -> dict[str, CKernel]:
     """Plain C of every scheduled kernel PrimFunc in ``funcs`` (C name -> func), one TVM build.
+    ``placed[name]`` fixes the ``ws`` offsets of that kernel's buffers (by TIR buffer name); build
+    placed kernels apart from the others (see the StorageRewrite note below).
 
     Mirrors ``tvm.tirx.build`` (bind target, default TIR pipeline, host finalization, C codegen)
     with the workspace hoisting between the pipeline and the host passes.
@@ -196,10 +285,13 @@ def emit_kernels(funcs: dict[str, tirx.PrimFunc]) -> dict[str, CKernel]:
     entry = tirx.PrimFunc([], tirx.Evaluate(0)).with_attr("global_symbol", "__patchnet_entry")
     mod = tvm.IRModule({"__patchnet_entry": entry, **{n: _private_with_pointers(f) for n, f in funcs.items()}})
     pipeline, finalize_host, _ = tirx.get_tir_pipeline("default")
-    mod = pipeline(tirx.transform.BindTarget(target.with_host(target))(mod))
+    # With placements, StorageRewrite must not merge buffers by its own liveness: the memory
+    # plan places each one. Without, it packs a kernel's row buffers (softmax) tighter.
+    with tvm.transform.PassContext(config={"tirx.disable_storage_rewrite": bool(placed)}):
+        mod = pipeline(tirx.transform.BindTarget(target.with_host(target))(mod))
     info = {}
     for name in funcs:
-        f, views, local = _hoist_workspace(mod[name])
+        f, views, local = _hoist_workspace(mod[name], (placed or {}).get(name))
         mod[name] = f
         info[name] = (views, local)
     src = codegen_build(finalize_host()(mod), target).inspect_source()

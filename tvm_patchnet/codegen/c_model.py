@@ -1,9 +1,16 @@
 """Write a self-contained C model: ``model.h``, ``model.c``, ``kernels.h/.c``, ``weights.h/.c``.
 
-``model.c`` holds the single entry point ``int tvmgen_default_run(const int8_t *input,
-int8_t *output)``: it calls one plain C kernel per op (or one for the whole patch stage) in
-graph order, on buffers at fixed offsets of one static arena; weights, biases, multipliers and
-shifts are ``const`` arrays (flash). Kernels that TVM lowers to the same TIR are emitted once.
+``model.c`` calls one plain C kernel per op (one for the whole patch stage, one for a conv and
+the residual add it accumulates into) in graph order, on buffers at fixed offsets of one static
+arena; weights, biases, multipliers and shifts are ``const`` arrays (flash). Kernels that TVM
+lowers to the same TIR are emitted once.
+
+Every offset comes from the memory plan (:func:`tvm_patchnet.memory.plan_memory`, the one
+planner behind the profiler's and the patch planner's figures), with the whole input in the
+arena: the arena *is* the plan's arena, in-place depthwise convs, residual accumulation and
+in-place adds included. As in TensorFlow Lite Micro, the input and output tensors live in the
+arena (``tvmgen_default_input()`` / ``tvmgen_default_output()``) and a run may overwrite the
+input; ``tvmgen_default_run(input, output)`` copies in and out for callers with their own buffers.
 """
 
 from __future__ import annotations
@@ -15,14 +22,19 @@ import numpy as np
 import tvm
 import tvm_ffi
 
+from ..analysis.liveness import analyze
 from ..errors import PatchnetError
 from ..graph import Graph
+from ..memory import MemoryPlan, plan_memory
+from ..memory.arena import DEFAULT_ALIGNMENT
+from ..memory.plan import scratch_name
 from ..patch.planner import PatchPlan
-from .c_kernels import CKernel, emit_kernels, op_kernel, stage_kernel
-from .placement import ALIGN, assign_offsets, step_graph, workspace_key
+from .c_kernels import CKernel, accumulate_kernel, depthwise_in_place_kernel, emit_kernels, op_kernel, stage_kernel
 
 PREFIX = "tvmgen_default_"
 _C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t"}
+#: byte alignment of the arena's start (its offsets are DEFAULT_ALIGNMENT multiples)
+ARENA_ALIGN = 16
 
 
 @dataclass
@@ -35,14 +47,17 @@ class CModelInfo:
     output_bytes: int
     arena_bytes: int
     weight_bytes: int
-    #: arena offset of every placed activation tensor and kernel workspace (``<tensor>#workspace``)
-    offsets: dict[str, int]
-    #: bytes of every placed buffer, same keys as ``offsets``
-    buffer_bytes: dict[str, int]
+    #: the memory plan the arena follows (offsets of every tensor, patch buffer and scratch)
+    memory: MemoryPlan
     #: emitted C kernels by function name (shared by ops lowered to the same TIR)
     kernels: dict[str, CKernel] = field(default_factory=dict)
     #: kernel called by each step, in call order
     calls: list[str] = field(default_factory=list)
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Arena offset of every allocation (tensor, ``<out>#scratch``, ``<out>#tile``)."""
+        return {a.name: a.offset for a in self.memory.allocations}
 
 
 @dataclass
@@ -50,33 +65,45 @@ class _Step:
     func: tvm.tirx.PrimFunc
     args: list  # tensor names, NumPy constants; last: the output tensor
     name: str
+    scratch: str | None = None  # allocation passed as the kernel's ``ws``
+    stage_buffers: dict[str, str] | None = None  # patch stage: TIR buffer -> allocation (ws = arena)
 
 
-def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None) -> CModelInfo:
-    """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``."""
+def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy") -> CModelInfo:
+    """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``; the arena
+    is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``)."""
     _check_edges(graph)
+    mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full")
+    offsets = {a.name: a.offset for a in mem.allocations}
+    sizes = {a.name: a.size for a in mem.allocations}
     steps = _steps(graph, plan)
     kernel_of = _dedupe(steps)
-    kernels = emit_kernels({k: s.func for s, k in zip(steps, kernel_of) if s.name == k})
-    outputs = [s.args[-1] for s in steps]
-    ws = {o: kernels[k].workspace_bytes for o, k in zip(outputs, kernel_of)}
-    offsets, arena = assign_offsets(graph, plan, ws)
-    g = step_graph(graph, plan)
-    sizes = {n: g.t(n).nbytes for n in offsets if n in g.tensors}
-    sizes.update({workspace_key(o): b for o, b in ws.items() if workspace_key(o) in offsets})
+    placed = {s.name: {b: offsets[t] for b, t in s.stage_buffers.items() if t in offsets}
+              for s in steps if s.stage_buffers is not None}
+    firsts = {k: s.func for s, k in zip(steps, kernel_of) if s.name == k}
+    kernels = {**emit_kernels({k: f for k, f in firsts.items() if k not in placed}),
+               **emit_kernels({k: firsts[k] for k in placed}, placed)}
     weights = _Weights()
     calls = []
-    for step, kname, out in zip(steps, kernel_of, outputs):
-        args = [weights.ref(a, f"{step.name}_w{k}") if isinstance(a, np.ndarray) else _tensor_ref(g, a, offsets)
+    for step, kname in zip(steps, kernel_of):
+        args = [weights.ref(a, f"{step.name}_w{k}") if isinstance(a, np.ndarray) else _tensor_ref(graph, a, offsets)
                 for k, a in enumerate(step.args)]
-        if kernels[kname].workspace_bytes:
-            args.append(f"arena + {offsets[workspace_key(out)]}")
+        ws = kernels[kname].workspace_bytes
+        if step.stage_buffers is not None:
+            args.append("arena")
+        elif step.scratch is not None:
+            if ws != sizes.get(step.scratch):
+                raise PatchnetError(f"kernel '{kname}' needs {ws:,} B of scratch; the memory plan has "
+                                    f"{sizes.get(step.scratch, 0):,} B")
+            args.append(f"arena + {offsets[step.scratch]}")
+        elif ws:
+            raise PatchnetError(f"kernel '{kname}' needs {ws:,} B of scratch the memory plan does not count")
         calls.append(f"  {kname}({', '.join(args)});")
     os.makedirs(out_dir, exist_ok=True)
-    x, y = graph.t(graph.inputs[0]), graph.t(graph.outputs[0])
+    x, y = graph.inputs[0], graph.outputs[0]
     files = {
-        "model.h": _model_h(x.nbytes, y.nbytes, arena),
-        "model.c": _model_c(g, offsets, calls, arena),
+        "model.h": _model_h(graph.t(x).nbytes, graph.t(y).nbytes, mem.arena_bytes),
+        "model.c": _model_c(offsets[x], offsets[y], calls),
         "kernels.h": _header("KERNELS", "<stdint.h>", [k.prototype for k in kernels.values()]),
         "kernels.c": _kernels_c(kernels.values()),
         "weights.h": _header("WEIGHTS", "<stdint.h>", weights.declarations()),
@@ -85,8 +112,8 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None) -> 
     for name, text in files.items():
         with open(os.path.join(out_dir, name), "w") as f:
             f.write(text)
-    return CModelInfo(out_dir, sorted(files), x.nbytes, y.nbytes, arena, weights.nbytes, offsets, sizes, kernels,
-                      list(kernel_of))
+    return CModelInfo(out_dir, sorted(files), graph.t(x).nbytes, graph.t(y).nbytes, mem.arena_bytes, weights.nbytes,
+                      mem, kernels, list(kernel_of))
 
 
 def _check_edges(graph: Graph) -> None:
@@ -99,19 +126,30 @@ def _check_edges(graph: Graph) -> None:
 
 
 def _steps(graph: Graph, plan: PatchPlan | None) -> list[_Step]:
-    """One kernel call per executed op (the patch stage as one), reshapes skipped (views)."""
+    """One kernel call per executed op, in graph order: the patch stage as one, a conv with the
+    residual add it accumulates into as one (at the conv), reshapes skipped (views). Which ops
+    run in place is the liveness analysis' decision, the same one the memory plan follows."""
+    live = analyze(graph, in_place=True)
     steps = []
     stage = set(plan.stage_ops) if plan else set()
+    consumers = graph.consumers()
+    fused_add = {consumers[c][0]: c for c in live.accumulate}  # add op index -> conv output
     for i, op in enumerate(graph.ops):
         if i in stage:
             if i == min(stage):
-                kf = stage_kernel(graph, plan)
-                steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage"))
+                kf, buffers = stage_kernel(graph, plan)
+                steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage", stage_buffers=buffers))
             continue
-        if op.kind == "reshape":
+        if op.kind == "reshape" or i in fused_add:
             continue
-        kf = op_kernel(graph, op)
-        steps.append(_Step(kf.func, kf.args, PREFIX + _c_name(op.name)))
+        scratch = None
+        if op.outputs[0] in live.accumulate:
+            kf = accumulate_kernel(graph, op, graph.ops[consumers[op.outputs[0]][0]])
+        elif i in live.scratch and op.kind == "depthwise_conv2d":
+            kf, scratch = depthwise_in_place_kernel(graph, op), scratch_name(op.outputs[0])
+        else:  # softmax's row buffers are scratch too
+            kf, scratch = op_kernel(graph, op), scratch_name(op.outputs[0]) if i in live.scratch else None
+        steps.append(_Step(kf.func, kf.args, PREFIX + _c_name(op.name), scratch))
     names = [s.name for s in steps]
     if len(set(names)) != len(names):  # op names that differ only in punctuation
         for k, s in enumerate(steps):
@@ -134,23 +172,10 @@ def _dedupe(steps: list[_Step]) -> list[str]:
 
 
 def _tensor_ref(g: Graph, name: str, offsets: dict[str, int]) -> str:
-    """C expression for tensor ``name``: in the arena, or the caller's input / output."""
-    ctype = _C_TYPES[g.t(name).dtype]
-    if name in offsets:
-        return f"({ctype} *)(arena + {offsets[name]})"
-    root = _view_root(g, name)
-    if root == _view_root(g, g.inputs[0]):
-        return f"({ctype} *)input"
-    if root == _view_root(g, g.outputs[0]):
-        return "output"
-    raise PatchnetError(f"tensor '{name}' has no arena offset")
-
-
-def _view_root(g: Graph, name: str) -> str:
-    producer = g.producer()
-    while name in producer and g.ops[producer[name]].kind == "reshape":
-        name = g.ops[producer[name]].inputs[0]
-    return name
+    """C expression for tensor ``name`` in the arena."""
+    if name not in offsets:
+        raise PatchnetError(f"tensor '{name}' has no arena offset")
+    return f"({_C_TYPES[g.t(name).dtype]} *)(arena + {offsets[name]})"
 
 
 class _Weights:
@@ -206,15 +231,21 @@ def _model_h(input_bytes: int, output_bytes: int, arena: int) -> str:
 /* Bytes of the int8 input and output tensors (NHWC, as the model's input and output). */
 #define TVMGEN_INPUT_BYTES {input_bytes}
 #define TVMGEN_OUTPUT_BYTES {output_bytes}
-/* Bytes of the static activation arena inside model.c (input and output are the caller's). */
+/* Bytes of the static arena inside model.c: every activation, the input and output included. */
 #define TVMGEN_ARENA_BYTES {arena}
 
 #ifdef __cplusplus
 extern "C" {{
 #endif
 
-/* Run the model on `input` (TVMGEN_INPUT_BYTES), write `output` (TVMGEN_OUTPUT_BYTES); returns 0.
-   Not reentrant: all activations live in one static arena. */
+/* The input and output tensors inside the arena (as TensorFlow Lite Micro's). A run may
+   overwrite the input: write it again before each run. */
+int8_t *tvmgen_default_input(void);
+int8_t *tvmgen_default_output(void);
+
+/* Copy `input` (TVMGEN_INPUT_BYTES) into the arena unless it is tvmgen_default_input(), run,
+   copy the output to `output` (TVMGEN_OUTPUT_BYTES) unless it is tvmgen_default_output().
+   Returns 0. Not reentrant: all activations live in one static arena. */
 int tvmgen_default_run(const int8_t *input, int8_t *output);
 
 #ifdef __cplusplus
@@ -225,22 +256,27 @@ int tvmgen_default_run(const int8_t *input, int8_t *output);
 """
 
 
-def _model_c(g: Graph, offsets: dict[str, int], calls: list[str], arena: int) -> str:
-    x, y = g.inputs[0], g.outputs[0]
-    head = ["#include \"model.h\"", "#include \"kernels.h\"", "#include \"weights.h\""]
-    body = []
-    # A planner may place the edges in the arena too: then copy them in and out.
-    copy_in, copy_out = x in offsets, y in offsets
-    if copy_in or copy_out:
-        head.append("#include <string.h>")
-    if copy_in:
-        body.append(f"  memcpy(arena + {offsets[x]}, input, TVMGEN_INPUT_BYTES);")
-    body += calls
-    if copy_out:
-        body.append(f"  memcpy(output, arena + {offsets[y]}, TVMGEN_OUTPUT_BYTES);")
-    arena_decl = f"static _Alignas({ALIGN}) uint8_t arena[TVMGEN_ARENA_BYTES];\n\n" if arena else ""
-    return ("\n".join(head) + "\n\n" + arena_decl + "int tvmgen_default_run(const int8_t *input, int8_t *output) {\n"
-            + "\n".join(body) + "\n  return 0;\n}\n")
+def _model_c(input_offset: int, output_offset: int, calls: list[str]) -> str:
+    return f"""#include <string.h>
+
+#include "model.h"
+#include "kernels.h"
+#include "weights.h"
+
+static _Alignas({ARENA_ALIGN}) uint8_t arena[TVMGEN_ARENA_BYTES];
+
+int8_t *tvmgen_default_input(void) {{ return (int8_t *)(arena + {input_offset}); }}
+int8_t *tvmgen_default_output(void) {{ return (int8_t *)(arena + {output_offset}); }}
+
+int tvmgen_default_run(const int8_t *input, int8_t *output) {{
+  if (input != tvmgen_default_input())
+    memcpy(tvmgen_default_input(), input, TVMGEN_INPUT_BYTES);
+""" + "\n".join(calls) + """
+  if (output != tvmgen_default_output())
+    memcpy(output, tvmgen_default_output(), TVMGEN_OUTPUT_BYTES);
+  return 0;
+}
+"""
 
 
 def _kernels_c(kernels) -> str:

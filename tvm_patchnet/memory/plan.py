@@ -127,35 +127,50 @@ def _place(planner: ArenaPlanner, allocs: list[Allocation]):
     return planner.plan()
 
 
+def scratch_name(output: str) -> str:
+    """Allocation name of the scratch of the kernel that writes tensor ``output``."""
+    return output + "#scratch"
+
+
 def _allocations(graph: Graph, plan: PatchPlan | None, mode: str) -> list[Allocation]:
-    """Every tensor the arena holds, with its span and host, for one input mode."""
+    """Every tensor and kernel scratch the arena holds, with its span and host, for one input mode."""
     full = analyze(graph, in_place=True)
     if plan is None:
         kept = {n: graph.t(n).nbytes for n in full.span if mode != "none" or n not in graph.inputs}
-        return _from_liveness(full, kept)
+        return _from_liveness(graph, full, kept)
     k = len(plan.stage_ops)
     stage_in, stage_out = plan.stage_input, plan.stage_output
     if full.span[stage_in][1] >= k:
         raise PatchnetError(f"{graph.name}: the input '{stage_in}' is read after the patch stage; "
                             "patch-based inference needs it only in the stage")
-    pg = _patch_graph(graph, plan.stage_ops, stage_in, stage_out, plan.patch_shapes)
+    pg = patch_graph(graph, plan)
     patch = analyze(pg, in_place=True)
     sizes = {n: pg.t(n).nbytes for n in patch.span if n != stage_out and (mode != "none" or n != stage_in)}
     if mode == "full":  # the whole input, alive through every tile's reads of it
         sizes[stage_in] = graph.t(stage_in).nbytes
     # A tile may overwrite its own input patch in place, never the whole input: others read its halo.
-    stage = _from_liveness(patch, sizes, solo={stage_in} if mode == "full" else set())
-    stage = [replace(a, first=-1, last=k - 1) if a.name == stage_in and mode == "full" else a for a in stage]
+    stage = _from_liveness(pg, patch, sizes, solo={stage_in} if mode == "full" else set())
+    stage = [replace(a, first=-1, last=k - 1) if a.name == stage_in and mode == "full"
+             # the copy out of an uneven tile's buffer (patch graph op k) ends stage op k - 1
+             else replace(a, first=min(a.first, k - 1), last=min(a.last, k - 1)) for a in stage]
     # The rest: whole-graph tensors alive after the stage. The stage output holds the earlier
     # tiles' results while a later tile loads its input (-1) and runs.
     rest = {n for n, (_, last) in full.span.items() if last >= k and (n == stage_out or full.span[n][0] >= k)}
-    out = _from_liveness(full, {n: graph.t(n).nbytes for n in rest})
+    out = _from_liveness(graph, full, {n: graph.t(n).nbytes for n in rest}, first_op=k)
     return stage + [replace(a, first=-1) if a.name == stage_out else a for a in out]
 
 
-def _from_liveness(live, sizes: dict[str, int], solo: Container[str] = ()) -> list[Allocation]:
-    """Allocations of the tensors in ``sizes`` (bytes) with their liveness spans; the first tensor of
-    each liveness buffer hosts the others, except ``solo`` tensors, which share with nothing."""
+def patch_graph(graph: Graph, plan: PatchPlan) -> Graph:
+    """The stage as one tile runs it (``_patch_graph``), the whole-tile buffer of uneven tiles included."""
+    return _patch_graph(graph, plan.stage_ops, plan.stage_input, plan.stage_output, plan.patch_shapes,
+                        plan.tile_hw if plan.tile_buffer else None)
+
+
+def _from_liveness(graph: Graph, live, sizes: dict[str, int], solo: Container[str] = (),
+                   first_op: int = 0) -> list[Allocation]:
+    """Allocations of the tensors in ``sizes`` (bytes) with their liveness spans, then the scratch
+    of ops ``first_op..``; the first tensor of each liveness buffer hosts the others, except
+    ``solo`` tensors, which share with nothing."""
     out, hosts = [], {}
     for b in live.buffers:
         for n in b.tensors:
@@ -165,4 +180,7 @@ def _from_liveness(live, sizes: dict[str, int], solo: Container[str] = ()) -> li
             out.append(Allocation(n, sizes[n], first, last, host=None if n in solo else hosts.get(b.id)))
             if n not in solo:
                 hosts.setdefault(b.id, n)
+    for i, size in sorted(live.scratch.items()):
+        if i >= first_op:
+            out.append(Allocation(scratch_name(graph.ops[i].outputs[0]), size, i, i))
     return out

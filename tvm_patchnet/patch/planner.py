@@ -26,6 +26,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..analysis.liveness import analyze
 from ..analysis.profile import op_macs
 from ..errors import PatchnetError, StageError
@@ -99,6 +101,10 @@ class PatchPlan:
     #: uneven tiles: bytes of the whole-tile buffer the last op writes before the copy into the
     #: stage output (0 when the tiles divide the output evenly)
     tile_buffer: int = 0
+    #: every buffer the patched stage allocates, NHWC int8 shape: intermediates (a conv
+    #: accumulated into a residual skip has none), ``<out>#tile`` (uneven tiles) and
+    #: ``<out>#scratch`` (the channel plane of an in-place depthwise conv)
+    stage_buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def stage_mac_overhead(self) -> float:
@@ -110,9 +116,9 @@ class PatchPlan:
 
     @property
     def workspace_bytes(self) -> int:
-        """Bytes of all patch buffers allocated at once (the stage's intermediates)."""
-        inner = sum(b for n, b in self.patch_buffer_bytes.items() if n not in (self.stage_input, self.stage_output))
-        return inner + self.tile_buffer
+        """Bytes of all stage buffers allocated at once, each its own (the Relax host build's
+        stage; the generated C overlaps them by their lifetimes, see ``memory.plan``)."""
+        return sum(int(np.prod(s)) for s in self.stage_buffers.values())
 
     def to_json(self) -> dict:
         return {
@@ -270,6 +276,12 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
     out_first = patch_live.span[stage_out][0]
     op_bytes = [b + (graph.t(stage_out).nbytes if k < out_first else 0) for k, b in enumerate(patch_live.op_bytes)]
     stage_peak = max(op_bytes)
+    stage_buffers = {n: shapes[n] for n in shapes if n not in (stage_in, stage_out, *patch_live.accumulate)}
+    if tile_buffer:
+        stage_buffers[stage_out + "#tile"] = (1, th, tw, graph.t(stage_out).shape[3])
+    for k in patch_live.scratch:
+        x = patch_graph.t(patch_graph.ops[k].inputs[0])
+        stage_buffers[patch_graph.ops[k].outputs[0] + "#scratch"] = (1, x.shape[1], x.shape[2], 1)
     block_peaks = {}
     for k, op in enumerate(patch_graph.ops):
         block_peaks[op.block] = max(block_peaks.get(op.block, 0), op_bytes[k])
@@ -281,6 +293,7 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         stage_macs_patched=stage_patched, total_macs=total_macs,
         total_macs_patched=total_macs - stage_macs + stage_patched, op_macs_patched=op_macs_patched,
         margins=margins, fills=_fills(graph, ops, stage_in), patch_block_peaks=block_peaks, tile_buffer=tile_buffer,
+        stage_buffers=stage_buffers,
     )
 
 

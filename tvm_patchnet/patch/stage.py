@@ -6,7 +6,14 @@ Schedule (``tvm.s_tir.Schedule``), the TIR form of MCUNetV2's Figure 3(b):
 2. every producer op, last to first, is ``compute_at`` the column-tile loop: TIR's region
    inference computes exactly the (overlapping, border-clipped) region each tile needs;
 3. per op, the int32 accumulator is computed at the innermost output loop in "local" scope
-   (a register, not a buffer).
+   (a register, not a buffer);
+4. in place where the liveness analysis (paper rule, on one patch) shares buffers, so that the
+   generated C can give them one arena offset: an in-place depthwise conv runs channel by
+   channel from a copy of its input channel (a ``global`` plane buffer, the scratch the
+   analysis counts); a conv accumulated into a residual skip is inlined into its add, which
+   then reads skip element k before writing element k. Elementwise ops need nothing: they read
+   element k before writing it. With separate buffers (the Relax host build) the same schedule
+   is simply correct.
 Intermediates carry top/left margins (``kernels/frame.py``) so that no tile's region starts
 below a buffer's origin.
 Lowering then compacts every intermediate to its per-patch region; the sizes it allocates are
@@ -21,10 +28,11 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
+from ..analysis.liveness import analyze
 from ..graph import Graph
 from ..kernels import lower_op
 from ..kernels.frame import Frame
-from .planner import PatchPlan
+from .planner import PatchPlan, _patch_graph
 
 
 @dataclass
@@ -34,6 +42,9 @@ class PatchedStage:
     func: tvm.tirx.PrimFunc
     consts: list[np.ndarray]
     name: str
+    #: TIR buffer name -> the patch-graph tensor it holds (``<out>#tile``: an uneven tile's
+    #: buffer, ``<out>#scratch``: an in-place depthwise conv's channel plane)
+    buffers: dict[str, str]
 
 
 def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> PatchedStage:
@@ -66,8 +77,18 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> Pat
         op_names.append(out.op.name)
     func = te.create_prim_func([env[plan.stage_input], *const_phs, out]).with_attr("global_symbol", name)
     sch = s_tir.Schedule(func)
-    _schedule(sch, op_names, plan.patches)
-    return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name)
+    live = analyze(_patch_graph(graph, plan.stage_ops, plan.stage_input, plan.stage_output, plan.patch_shapes),
+                   in_place=True)
+    ops = [graph.ops[i] for i in plan.stage_ops]
+    consumers = {op.outputs[0]: [o for o in ops if op.outputs[0] in o.inputs] for op in ops}
+    # accumulated conv -> the add it is inlined into
+    fused = {op.name: consumers[op.outputs[0]][0].name for op in ops if op.outputs[0] in live.accumulate}
+    planes = _schedule(sch, op_names, plan.patches, {ops[k].name for k in live.scratch}, fused)
+    buffers = {op.name: op.outputs[0] for op in ops if op.name not in fused}
+    if plan.tile_buffer:
+        buffers[ops[-1].name] = plan.stage_output + "#tile"
+    buffers.update({plane: buffers[op_name] + "#scratch" for op_name, plane in planes.items()})
+    return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name, buffers)
 
 
 def _tile_padding(graph: Graph, plan: PatchPlan) -> dict[str, tuple[int, int, int, int]]:
@@ -79,22 +100,38 @@ def _tile_padding(graph: Graph, plan: PatchPlan) -> dict[str, tuple[int, int, in
     return {plan.stage_output: (0, 0, th * plan.patches - h, tw * plan.patches - w)}
 
 
-def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int) -> None:
+def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int, in_place_dw: set[str],
+              fused: dict[str, str]) -> dict[str, str]:
+    """Schedule the stage (see the module docstring); returns the plane buffer of each in-place
+    depthwise op (op name -> TIR buffer name)."""
     all_names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     out = sch.get_sblock(op_names[-1])
     b, i, j, c = sch.get_loops(out)
     io, ii = sch.split(i, factors=[patches, None])
     jo, ji = sch.split(j, factors=[patches, None])
     sch.reorder(b, io, jo, ii, ji, c)
+    planes = {}
     for k, name in reversed(list(enumerate(op_names))):
         main = sch.get_sblock(name)
-        if k != len(op_names) - 1:
+        if name in fused:  # its add (scheduled already) computes it element by element
+            sch.compute_inline(main)
+            main = sch.get_sblock(fused[name])
+        elif k != len(op_names) - 1:
             sch.compute_at(main, jo, preserve_unit_loops=True)
+        if name in in_place_dw:  # channel outermost: one input channel plane at a time
+            _, oi, oj, oc = sch.get_loops(main)[-4:]
+            sch.reorder(oc, oi, oj)
         for aux in [n for n in all_names if n.startswith(name + "_")]:
             blk = sch.get_sblock(aux)
             # reductions (accumulators, pooling sums): one element at a time, in a register
             sch.compute_at(blk, sch.get_loops(main)[-1], preserve_unit_loops=True)
             sch.set_scope(blk, 0, "local")
+        if name in in_place_dw:
+            acc = sch.get_sblock(name + "_acc")
+            plane = sch.cache_read(acc, 0, "global")
+            sch.compute_at(plane, sch.get_loops(main)[-3], preserve_unit_loops=True)
+            planes[name] = sch.get(plane).writes[0].source.name
+    return planes
 
 
 def lowered_allocations(func: tvm.tirx.PrimFunc) -> dict[str, tuple[tuple[int, ...], str, str]]:

@@ -13,7 +13,7 @@ From the paper:
 Inferred (the smallest change to MobileNetV2 that matches all of those figures):
 - the patch stage still ends at the first 28x28 block (stride 8, 32 channels): its output is the
   same 25,088 B buffer, and the per-layer peak after it (a 32->192->32 block at 28x28,
-  175,616 B = 172kB) is unchanged;
+  176,400 B = 172kB: its in-place depthwise conv beside the skip) is unchanged;
 - a 63x63 patch for a 7x7 output tile means a stage receptive field of 63 - 6 * 8 = 15 pixels
   (MbV2: 75 - 48 = 27). The stem (3x3, stride 2) and the two stride-2 3x3 depthwise convs give
   3 + 2*2 + 2*4 = 15 on their own, so every other spatial kernel leaves the stage: the MB1 block
@@ -29,7 +29,7 @@ Inferred (the smallest change to MobileNetV2 that matches all of those figures):
   network's receptive field from 491 to 559 pixels. Which later stages Figure 4 lengthens is a
   guess; no Table 1 figure depends on it beyond the total MACs.
 
-Result at 224x224, 4x4 patches, n = 4: input patch 63x63, peak 175,616 B (1,404,928 B per
+Result at 224x224, 4x4 patches, n = 4: input patch 63x63, peak 176,400 B (1,404,928 B per
 layer, 8.0x), overall MAC overhead 2.8% with regions clipped at the map borders.
 Channels follow :mod:`~tvm_patchnet.zoo.mobilenetv2` (torchvision rounding for ``width``).
 """
