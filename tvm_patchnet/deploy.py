@@ -38,11 +38,12 @@ class CompileResult:
 
 def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
                   patches=None, split=None, sram_bytes: int | None = None, resolution: int | None = None,
-                  width: float | None = None) -> CompileResult:
+                  width: float | None = None, planner: str = "greedy") -> CompileResult:
     """Compile ``model`` (file or built-in name) to ``out_path`` (.tar or a directory).
 
     ``patches``/``split``: ints, "auto", or None for layer-by-layer execution. With only
     ``sram_bytes`` the cheapest setting that fits is chosen (layer by layer if that fits).
+    ``planner`` places the arena: ``greedy`` (by size) or ``milp`` (exact where it can).
     """
     if target not in TARGET_BOARDS:
         raise PatchnetError(f"unknown target '{target}'; known: {', '.join(TARGET_BOARDS)}")
@@ -59,7 +60,7 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
     report = profile(graph)
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
-        info = emit_c(graph, src, plan)
+        info = emit_c(graph, src, plan, planner)
         inc = os.path.join(tmp, "codegen", "host", "include")
         os.makedirs(inc)
         for f in os.listdir(src):
@@ -74,8 +75,10 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             "weight_bytes": info.weight_bytes,
             "input": _io(graph, graph.inputs[0]),
             "output": _io(graph, graph.outputs[0]),
-            "offsets": info.offsets,
-            "buffer_bytes": info.buffer_bytes,
+            "planner": planner,
+            "arena_lower_bound_bytes": info.memory.lower_bound_bytes,
+            "allocations": [{"name": a.name, "offset": a.offset, "bytes": a.size, "first_op": a.first,
+                             "last_op": a.last} for a in info.memory.allocations],
             "kernels": len(info.kernels),
             "profile": {"peak_bytes": report.peak_bytes, "peak_bytes_no_inplace": report.peak_bytes_no_inplace,
                         "total_macs": report.total_macs},
@@ -162,11 +165,13 @@ class RunReport:
     output_bytes: int
     output: list
     reference_match: bool | None = None
+    patched: bool = False
 
     @property
     def other_sram_bytes(self) -> int:
-        """Measured SRAM not in the arena, the I/O buffers or the stack: RPC buffers, firmware state."""
-        return self.sram_bytes - self.arena_bytes - self.input_bytes - self.output_bytes - self.stack_peak_bytes
+        """Measured SRAM outside the arena (which holds the input and output) and the stack: RPC
+        buffers, firmware state."""
+        return self.sram_bytes - self.arena_bytes - self.stack_peak_bytes
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -203,15 +208,14 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             raise micro.DoesNotFit(f"{e}{_fit_hint(meta, model_dir, str(e))}") from None
         with micro.Session(project) as s:
             info = s.info()
-            s.set_input(x)
-            stats = s.run(repeat)
+            stats = s.run_each(x, repeat)
             y = np.asarray(s.get_output(), np.int8).reshape(meta["output"]["shape"])
             mem = s.check_fit()  # .data + .bss + peak stack against the board's (or map's) SRAM
         match = bool(np.array_equal(y, _host_reference(meta, model_dir, x))) if check else None
     planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]
     return RunReport(board, memory_map, stats.counter, stats.per_run, info.cpu_hz, mem.sram_bytes or 0,
                      mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], planner_peak,
-                     info.input_bytes, info.output_bytes, y.tolist(), match)
+                     info.input_bytes, info.output_bytes, y.tolist(), match, meta["patch"] is not None)
 
 
 def _fit_hint(meta: dict, model_dir: str, message: str) -> str:

@@ -10,13 +10,12 @@
 #define BYTE_TIMEOUT_MS 200 /* a frame stalled longer than this is dropped (host retries) */
 #define FOREVER 0xFFFFFFFFu
 
-int tvmgen_default_run(const int8_t *input, int8_t *output);
 extern uint32_t __data_start[], __data_end[], __bss_start[], __bss_end[], __ram_start[], __ram_end[];
 extern uint32_t __stack_limit[];
 
-/* The model's I/O buffers live here, not in the arena: they count as .bss in the SRAM total. */
-static int8_t input_buf[TVMGEN_INPUT_BYTES] __attribute__((aligned(8)));
-static int8_t output_buf[TVMGEN_OUTPUT_BYTES] __attribute__((aligned(8)));
+/* The model's input and output live in its arena (model.h): SET_INPUT and GET_OUTPUT use them
+ * in place, so the firmware holds no copy. A run may overwrite the input: the host sends it
+ * again before each run it wants an output of. */
 static uint8_t rx[4 + RPC_MAX_PAYLOAD + 2]; /* cmd seq len payload crc */
 
 static struct {
@@ -117,7 +116,7 @@ static void do_run(uint8_t seq, uint32_t n)
     last.rc = 0;
     while (last.runs < n && last.rc == 0) {
         uint64_t c = 0;
-        last.rc = board_measure_call(tvmgen_default_run, input_buf, output_buf, &c);
+        last.rc = board_measure_call(tvmgen_default_run, tvmgen_default_input(), tvmgen_default_output(), &c);
         last.runs++;
         last.total += c;
         last.min = c < last.min ? c : last.min;
@@ -163,7 +162,7 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         uint32_t off = len >= 4 ? get32(p) : ~0u, n = len - 4;
         if (len < 4 || off > TVMGEN_INPUT_BYTES || n > TVMGEN_INPUT_BYTES - off)
             break;
-        memcpy(input_buf + off, p + 4, n);
+        memcpy(tvmgen_default_input() + off, p + 4, n);
         send(r, seq, STATUS_OK, 0, 0);
         return;
     }
@@ -176,7 +175,7 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         uint32_t off = len == 6 ? get32(p) : ~0u, n = len == 6 ? (uint32_t)(p[4] | p[5] << 8) : 0;
         if (off > TVMGEN_OUTPUT_BYTES || n > TVMGEN_OUTPUT_BYTES - off || n > RPC_MAX_PAYLOAD - 1)
             break;
-        send(r, seq, STATUS_OK, (const uint8_t *)output_buf + off, n);
+        send(r, seq, STATUS_OK, (const uint8_t *)tvmgen_default_output() + off, n);
         return;
     }
     case CMD_STATS: {

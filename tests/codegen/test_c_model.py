@@ -16,7 +16,11 @@ import pytest
 
 from tests.codegen.cmodel import check_cortex_m4, check_sources, compile_c, run_c
 from tests.conftest import SHARED_MODELS, model_path, random_inputs, tflm_trace
+from tvm_patchnet.analysis.liveness import analyze, softmax_scratch_bytes
+from tvm_patchnet.analysis.profile import profile
+from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.codegen import emit_c
+from tvm_patchnet.codegen.c_kernels import emit_kernels, op_kernel
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.graph import Graph
 from tvm_patchnet.patch import plan_patches
@@ -52,7 +56,29 @@ def test_shared_model_bit_exact(name, tmp_path):
         header = f.read()
     for macro, value in (("INPUT", x0.nbytes), ("OUTPUT", got.nbytes), ("ARENA", info.arena_bytes)):
         assert f"#define TVMGEN_{macro}_BYTES {value}\n" in header
+    # the arena that runs bit-exactly (kernels in place) is the profiler's figure, to the byte
+    assert info.arena_bytes == profile(graph).peak_bytes
     check_cortex_m4(out)
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (1, 5, 12), (2, 3, 7)])
+def test_softmax_scratch_is_what_the_kernel_allocates(shape):
+    b = GraphBuilder("sm", shape)
+    g = b.finish(b.softmax("input"))
+    kernel = emit_kernels({"sm": op_kernel(g, g.ops[0]).func})["sm"]
+    assert kernel.workspace_bytes == softmax_scratch_bytes(g, g.ops[0]) == analyze(g).scratch[0]
+
+
+def test_in_place_kernels_share_offsets(tmp_path):
+    """MobileNetV2-w0.35 layer by layer: every in-place depthwise conv writes over its input and
+    every projection conv adds into its block's skip buffer, at the same arena offsets."""
+    g = get_architecture("mbv2-w0.35-r144")
+    info = emit_c(g, str(tmp_path))
+    live, off = analyze(g), info.offsets
+    dw = [op for i, op in enumerate(g.ops) if i in live.scratch and op.kind == "depthwise_conv2d"]
+    assert len(dw) >= 10 and all(off[op.outputs[0]] == off[op.inputs[0]] for op in dw)
+    assert len(live.accumulate) >= 5 and all(off[c] == off[s] for c, s in live.accumulate.items())
+    assert info.arena_bytes == profile(g).peak_bytes == 290_304
 
 
 def test_vww_patched_stage_bit_exact(tmp_path):

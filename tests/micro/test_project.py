@@ -154,7 +154,8 @@ def test_nested_codegen_and_extra_cflags(tmp_path):
 def test_flash_overflow_is_one_line(tmp_path):
     cg = write_standin(str(tmp_path / "cg"))
     Path(cg, "model.c").write_text(  # 1.1 MB of const "weights": more than an F412's 1 MB of flash
-        '#include "model.h"\nconst int8_t weights[1100000] = {1};\n'
+        '#include "model.h"\nconst int8_t weights[1100000] = {1};\nstatic int8_t io[2];\n'
+        "int8_t *tvmgen_default_input(void) { return io; }\nint8_t *tvmgen_default_output(void) { return io + 1; }\n"
         "int tvmgen_default_run(const int8_t *in, int8_t *out) { out[0] = weights[in[0] + 128]; return 0; }\n")
     d = micro.create_project(cg, "qemu-m4", str(tmp_path / "p"), memory_map="nucleo-f412zg")
     with pytest.raises(micro.DoesNotFit, match=r"^qemu-m4 with the nucleo-f412zg memory map: does not fit: \.text \+ "

@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--patches", metavar="P|auto", help="patch grid of the first blocks (1 = layer by layer)")
     p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch")
     p.add_argument("--sram", metavar="SIZE", help="pick the cheapest patch setting whose peak fits SIZE")
+    p.add_argument("--planner", default="greedy", choices=["greedy", "milp"],
+                   help="arena placement: greedy by size, or exact (MILP) where the graph is small enough")
     p.add_argument("-o", "--output", default="model.tar", help="output .tar (or a directory)")
     p.set_defaults(drive=drive_compile)
 
@@ -29,10 +31,11 @@ def drive_compile(args: argparse.Namespace) -> int:
     res = compile_model(args.model, args.output, target=args.target, board=board,
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
                         sram_bytes=parse_size("--sram", args.sram) if args.sram else None,
-                        resolution=args.resolution, width=args.width)
+                        resolution=args.resolution, width=args.width, planner=args.planner)
     m = res.metadata
     how = "layer by layer" if not m["patch"] else (
         f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")
-    print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B, "
-          f"weights {m['weight_bytes']:,} B, {m['kernels']} kernels -> {res.path}")
+    print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B "
+          f"({m['planner']}; liveness bound {m['arena_lower_bound_bytes']:,} B), weights {m['weight_bytes']:,} B, "
+          f"{m['kernels']} kernels -> {res.path}")
     return 0

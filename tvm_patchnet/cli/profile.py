@@ -88,6 +88,11 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
     plan = resolve_plan(graph, patches, split, sram_bytes)
     report.patch = plan.to_json() if plan else {"patches": 1, "split": 0, "peak_bytes": report.peak_bytes,
                                                   "mac_overhead": 0.0, "note": "fits layer by layer"}
+    if plan:
+        from ..memory import plan_memory
+
+        # what `patchnet compile` places: the input arrives whole, so it stays in SRAM per tile
+        report.patch["arena_bytes_whole_input"] = plan_memory(graph, plan, input_mode="full").arena_bytes
     return report
 
 
@@ -145,6 +150,8 @@ def _patch_lines(p: dict | None) -> list[str]:
         f"{p['memory_reduction']:.1f}x below {p['per_layer_peak_bytes']:,} B"),
         (f"  MAC overhead          stage +{100 * p['stage_mac_overhead']:.1f}%, overall +{100 * p['mac_overhead']:.1f}% "
         f"({p['total_macs_patched']:,} MACs)"),
+        (f"  deployed arena        {p['arena_bytes_whole_input']:>12,} B  ({_kb(p['arena_bytes_whole_input'])} kB) "
+         "with the whole input in SRAM (what 'patchnet compile' places)"),
     ]
 
 

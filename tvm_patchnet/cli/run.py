@@ -47,11 +47,13 @@ def drive_run(args: argparse.Namespace) -> int:
             speed = f"{rep.count:,.0f} cycles per run ({1e3 * rep.count / rep.cpu_hz:.2f} ms at {rep.cpu_hz / 1e6:g} MHz)"
         print(f"ran on {where}: {speed}")
         print(f"SRAM {rep.sram_bytes:,} B measured (.data + .bss + peak stack) = arena {rep.arena_bytes:,} "
-              f"(predicted {rep.predicted_arena_bytes:,}) + input {rep.input_bytes:,} + output {rep.output_bytes:,} "
-              f"+ stack {rep.stack_peak_bytes:,} + RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B")
-        print(f"planner (paper rule: in-place depthwise/residual, input counted per patch): "
-              f"{rep.planner_peak_bytes:,} B of activations; the arena is larger because the generated kernels do "
-              f"not run in place and the whole input sits in its own buffer")
+              f"(predicted {rep.predicted_arena_bytes:,}; input and output inside) + stack {rep.stack_peak_bytes:,} "
+              f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B")
+        gap = rep.arena_bytes - rep.planner_peak_bytes
+        why = ("" if not gap else ": the whole input stays in the arena through the patch stage (the planner "
+               "counts one patch of it)" if rep.patched else ": the arena's packing and 4-byte alignment")
+        print(f"planner's activation peak (paper rule, kernels in place): {rep.planner_peak_bytes:,} B; "
+              f"arena {'equal' if not gap else f'{gap:+,} B'}{why}")
         out = np.asarray(rep.output).reshape(-1)
         print(f"output {list(np.asarray(rep.output).shape)}: {out[:16].tolist()}{' ...' if out.size > 16 else ''}")
         if rep.reference_match is not None:

@@ -21,9 +21,10 @@ firmware feeds the input into its own buffer (microTVM AOT passes inputs outside
 which then costs :attr:`MemoryPlan.input_bytes` besides the arena. Unpatched graphs know
 ``"full"`` (the default: the input is in the arena, as the profiler counts it) and ``"none"``.
 
-Known gap: ``plan_patches`` counts the stage output only from the op that writes it, so where the
-patch stage sets the peak, ``plan.peak_bytes`` is up to the stage output's size below this arena's
-lower bound; the note says so (``tests/memory/test_plan.py`` pins the cases).
+Kernel scratch the liveness counts (an in-place depthwise conv's channel plane, softmax's row
+buffers) is an allocation ``<output>#scratch`` alive during its op. Code generation
+(``tvm_patchnet.codegen``) places every tensor, patch buffer and scratch at these offsets, with
+``input_mode="full"``: the arena it emits is this plan's.
 """
 
 from __future__ import annotations

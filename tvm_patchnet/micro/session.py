@@ -8,7 +8,7 @@ CYCCNT at ``info().cpu_hz``) on Nucleo boards; ``RunStats.counter`` says which.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -143,10 +143,25 @@ class Session:
             self._call(CMD_SET_INPUT, struct.pack("<I", off) + raw[off:off + step])
 
     def run(self, n: int = 1, timeout: float | None = None) -> RunStats:
-        """Runs the model n times on the current input; counts are per run (see RunStats)."""
+        """Runs the model n times back to back; counts are per run (see RunStats). The input
+        lives in the model's arena and a run may overwrite it (as in TFLite Micro), so runs
+        after the first see other data: :meth:`run_each` re-sends the input before each run."""
         if n < 1:
             raise MicroError("run(n) needs n >= 1")
         return _stats(self._call(CMD_RUN, struct.pack("<I", n), long=True, long_timeout=timeout))
+
+    def run_each(self, data, n: int = 1, timeout: float | None = None) -> RunStats:
+        """Upload ``data`` and run once, ``n`` times; statistics over the n runs (the output is
+        the last run's, on ``data``)."""
+        if n < 1:
+            raise MicroError("run_each(n) needs n >= 1")
+        runs = []
+        for _ in range(n):
+            self.set_input(data)
+            runs.append(self.run(1, timeout))
+        last = runs[-1]
+        return replace(last, runs=n, total=sum(r.total for r in runs), min=min(r.min for r in runs),
+                       max=max(r.max for r in runs), rc=next((r.rc for r in runs if r.rc), 0))
 
     def get_output(self) -> np.ndarray:
         """The output buffer as a flat int8 array of info().output_bytes."""
@@ -194,8 +209,7 @@ def measure(project_dir: str, data=None, n: int = 1, options: dict | None = None
     run n times, and return (output int8 array, RunStats, MemoryReport with the peak stack).
     check_fit: raise DoesNotFit if .data + .bss + peak stack exceed the SRAM budget."""
     with Session(project_dir, options=options) as s:
-        s.set_input(np.zeros(s.info().input_bytes, np.int8) if data is None else data)
-        stats = s.run(n)
+        stats = s.run_each(np.zeros(s.info().input_bytes, np.int8) if data is None else data, n)
         out = s.get_output()
         rep = s.check_fit() if check_fit else s.memory()
     return out, stats, rep
