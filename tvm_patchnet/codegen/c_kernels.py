@@ -78,15 +78,15 @@ class CKernel:
 
 
 # ----------------------------------------------------------------------------- PrimFuncs
-def _placeholders(graph: Graph, args: list, prefix: str = "") -> list:
+def _placeholders(graph: Graph, args: list) -> list:
     """TE placeholders for a lowering's arguments (activations by tensor, constants by array)."""
     phs = []
     for k, a in enumerate(args):
         if isinstance(a, str):
             t = graph.t(a)
-            phs.append(te.placeholder(t.shape, t.dtype, name=f"{prefix}x{k}"))
+            phs.append(te.placeholder(t.shape, t.dtype, name=f"x{k}"))
         else:
-            phs.append(te.placeholder(a.shape, str(a.dtype), name=f"{prefix}w{k}"))
+            phs.append(te.placeholder(a.shape, str(a.dtype), name=f"w{k}"))
     return phs
 
 
