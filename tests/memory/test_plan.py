@@ -17,8 +17,7 @@ from tvm_patchnet.analysis.profile import profile
 from tvm_patchnet.errors import PatchnetError
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.memory import plan_memory
-from tvm_patchnet.memory.plan import patch_graph
-from tvm_patchnet.patch.planner import plan_patches
+from tvm_patchnet.patch.planner import patch_graph, plan_patches
 from tvm_patchnet.patch.search import candidate_plans
 from tvm_patchnet.zoo import get_architecture
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from ..analysis.liveness import analyze
 from ..errors import PatchnetError
 from ..graph import Graph
-from ..patch.planner import PatchPlan, _patch_graph
+from ..patch.planner import PatchPlan, patch_graph
 from .arena import DEFAULT_ALIGNMENT, ArenaPlanner, create
 
 
@@ -159,12 +159,6 @@ def _allocations(graph: Graph, plan: PatchPlan | None, mode: str) -> list[Alloca
     rest = {n for n, (_, last) in full.span.items() if last >= k and (n == stage_out or full.span[n][0] >= k)}
     out = _from_liveness(graph, full, {n: graph.t(n).nbytes for n in rest}, first_op=k)
     return stage + [replace(a, first=-1) if a.name == stage_out else a for a in out]
-
-
-def patch_graph(graph: Graph, plan: PatchPlan) -> Graph:
-    """The stage as one tile runs it (``_patch_graph``), the whole-tile buffer of uneven tiles included."""
-    return _patch_graph(graph, plan.stage_ops, plan.stage_input, plan.stage_output, plan.patch_shapes,
-                        plan.tile_hw if plan.tile_buffer else None)
 
 
 def _from_liveness(graph: Graph, live, sizes: dict[str, int], solo: Container[str] = (),

@@ -297,6 +297,13 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
     )
 
 
+def patch_graph(graph: Graph, plan: PatchPlan) -> Graph:
+    """The stage as one tile runs it (see :func:`_patch_graph`), uneven tiles' buffer included:
+    the graph whose liveness decides what runs in place inside the stage."""
+    return _patch_graph(graph, plan.stage_ops, plan.stage_input, plan.stage_output, plan.patch_shapes,
+                        plan.tile_hw if plan.tile_buffer else None)
+
+
 def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, shapes, tile=None) -> Graph:
     """The stage as one patch sees it: tensors at patch size, the output buffer at full size.
 

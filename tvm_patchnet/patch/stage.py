@@ -32,7 +32,7 @@ from ..analysis.liveness import analyze
 from ..graph import Graph
 from ..kernels import lower_op
 from ..kernels.frame import Frame
-from .planner import PatchPlan, _patch_graph
+from .planner import PatchPlan, patch_graph
 
 
 @dataclass
@@ -77,8 +77,7 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> Pat
         op_names.append(out.op.name)
     func = te.create_prim_func([env[plan.stage_input], *const_phs, out]).with_attr("global_symbol", name)
     sch = s_tir.Schedule(func)
-    live = analyze(_patch_graph(graph, plan.stage_ops, plan.stage_input, plan.stage_output, plan.patch_shapes),
-                   in_place=True)
+    live = analyze(patch_graph(graph, plan), in_place=True)  # the planner's and the memory plan's
     ops = [graph.ops[i] for i in plan.stage_ops]
     consumers = {op.outputs[0]: [o for o in ops if op.outputs[0] in o.inputs] for op in ops}
     # accumulated conv -> the add it is inlined into
