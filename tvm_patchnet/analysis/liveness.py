@@ -9,8 +9,8 @@ them. The memory an op needs is the total size of the buffers alive while it run
   input is counted once, and the block's last conv adds into the residual buffer in place.
   The in-place depthwise kernel (MCUNet's) copies one input channel at a time into a scratch
   plane (input height x width bytes) before it overwrites that channel: :attr:`Liveness.scratch`
-  counts it, beside the int32 row buffers of softmax (under both rules). The generated C runs exactly these kernels (``codegen``), so this rule is also the
-  deployed arena's;
+  counts it, beside the int32 row buffers of softmax (under both rules). The generated C runs
+  exactly these kernels (``codegen``), so this rule is also the deployed arena's;
 - ``in_place=False``: every tensor has its own buffer, what a plain layer-by-layer
   interpreter needs.
 

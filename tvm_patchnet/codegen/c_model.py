@@ -57,7 +57,7 @@ class CModelInfo:
     @property
     def offsets(self) -> dict[str, int]:
         """Arena offset of every allocation (tensor, ``<out>#scratch``, ``<out>#tile``)."""
-        return {a.name: a.offset for a in self.memory.allocations}
+        return self.memory.offsets
 
 
 @dataclass
@@ -74,8 +74,7 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
     is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``)."""
     _check_edges(graph)
     mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full")
-    offsets = {a.name: a.offset for a in mem.allocations}
-    sizes = {a.name: a.size for a in mem.allocations}
+    offsets, sizes = mem.offsets, {a.name: a.size for a in mem.allocations}
     steps = _steps(graph, plan)
     kernel_of = _dedupe(steps)
     placed = {s.name: {b: offsets[t] for b, t in s.stage_buffers.items() if t in offsets}
