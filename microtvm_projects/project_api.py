@@ -13,10 +13,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 
 from tvm_patchnet.micro.elf import Elf
-from tvm_patchnet.micro.errors import BoardNotFound, DoesNotFit, MicroError, ToolNotFound
+from tvm_patchnet.micro.errors import BoardNotFound, BuildFailed, DoesNotFit, MicroError, ToolNotFound
 from tvm_patchnet.micro.transport import QemuTransport, SerialTransport, Transport
 
 TEMPLATES_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -46,6 +48,29 @@ def _load_json(path: str) -> dict:
         return json.load(f)
 
 
+def _load_project(project_dir: str) -> dict:
+    """project.json of a generated project; one-line MicroError for anything else."""
+    path = os.path.join(project_dir, "project.json")
+    if not os.path.isfile(path):
+        raise MicroError(f"{project_dir}: not a board project (no project.json; make one with "
+                         "'patchnet micro create-project')")
+    try:
+        meta = _load_json(path)
+    except (OSError, ValueError) as e:
+        raise MicroError(f"{path}: unreadable ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("board"), str) or not isinstance(meta.get("options"), dict):
+        raise MicroError(f"{path}: not a project.json written by generate_project")
+    return meta
+
+
+def board_budgets(board: str, memory_map: str | None = None) -> dict[str, int]:
+    """{'RAM': bytes, 'FLASH': bytes} a project for ``board`` (with ``memory_map``) links against."""
+    if board not in list_boards():
+        raise MicroError(f"unknown board '{board}' (known: {', '.join(list_boards())})")
+    sizes = parse_memory_ld(os.path.join(TEMPLATES_DIR, memory_map or board, "memory.ld"))
+    return {k: v[1] for k, v in sizes.items()}
+
+
 def parse_memory_ld(path: str) -> dict[str, tuple[int, int]]:
     """{region: (origin, length in bytes)} from a MEMORY block."""
     units = {"": 1, "K": 1024, "M": 1024 * 1024}
@@ -61,11 +86,40 @@ def _size(n: int) -> str:
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
-def _run(cmd, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: str | None = None, timeout: float = 600) -> tuple[int, str]:
+    """(exit code, stdout + stderr) of ``cmd`` (an argument list: nothing goes through a shell
+    here). The child runs in its own process group, which is ended whatever stops the wait
+    (a timeout, Ctrl-C, SIGTERM), so no make or gcc outlives the call."""
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
     except FileNotFoundError:
         raise ToolNotFound(f"{cmd[0]} not found on PATH") from None
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _end_group(proc)
+        raise MicroError(f"{' '.join(cmd[:2])} did not finish within {timeout:g} s (stopped)") from None
+    except BaseException:
+        _end_group(proc)
+        raise
+    return proc.returncode, out
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the child's process group, SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.stdout:
+        proc.stdout.close()
 
 
 class ProjectAPIHandler:
@@ -73,7 +127,7 @@ class ProjectAPIHandler:
 
     def __init__(self, board: str | None = None, project_dir: str | None = None):
         if project_dir is not None:
-            meta = _load_json(os.path.join(project_dir, "project.json"))
+            meta = _load_project(project_dir)
             board, self.options = meta["board"], meta["options"]
         else:
             self.options = {}
@@ -113,7 +167,7 @@ class ProjectAPIHandler:
         unknown = set(options) - set(PROJECT_OPTIONS)
         if unknown:
             raise MicroError(f"unknown project option(s): {', '.join(sorted(unknown))}")
-        _check_codegen(codegen_dir)
+        sources = _check_codegen(codegen_dir)
         mm = options.get("memory_map")
         if mm and self.info["kind"] != "qemu":
             raise MicroError(f"memory_map is for QEMU boards; {self.board} has its own memory")
@@ -123,7 +177,10 @@ class ProjectAPIHandler:
             raise MicroError(f"project folder {project_dir} exists and is not empty")
         os.makedirs(os.path.join(project_dir, "board"), exist_ok=True)
         shutil.copytree(COMMON_DIR, os.path.join(project_dir, "common"))
-        shutil.copytree(codegen_dir, os.path.join(project_dir, "codegen"))
+        for name in sources:
+            dst = os.path.join(project_dir, "codegen", name)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            _copy_no_follow(os.path.join(codegen_dir, name), dst)
         shutil.copy(os.path.join(self.template_dir, "Makefile"), project_dir)
         for f in ("board.json", "board_config.h", "memory.ld"):
             shutil.copy(os.path.join(self.template_dir, f), os.path.join(project_dir, "board"))
@@ -136,6 +193,8 @@ class ProjectAPIHandler:
             f.write(f"UART_BAUD := {int(options.get('uart_baud', PROJECT_OPTIONS['uart_baud'][0]))}\n")
             f.write(f"STACK_MIN := {int(options.get('stack_min', PROJECT_OPTIONS['stack_min'][0]))}\n")
             f.write(f"EXTRA_CFLAGS := {options.get('extra_cflags', '')}\n")
+            # the model's sources, listed here (names checked by _check_codegen), never found by a shell
+            f.write("MODEL_SRCS := " + " ".join(f"codegen/{n}" for n in sorted(sources) if n.endswith(".c")) + "\n")
         with open(os.path.join(project_dir, "project.json"), "w") as f:
             json.dump({"board": self.board, "options": options}, f, indent=2)
         self.project_dir, self.options = project_dir, options
@@ -159,12 +218,12 @@ class ProjectAPIHandler:
         if shutil.which("arm-none-eabi-gcc") is None:
             raise ToolNotFound("arm-none-eabi-gcc not found on PATH (apt-get install gcc-arm-none-eabi "
                                "libnewlib-arm-none-eabi)")
-        r = _run(["make", "-j", str(os.cpu_count() or 2)], cwd=self.project_dir)
-        log = r.stdout + r.stderr
+        rc, log = _run(["make", "-j", str(os.cpu_count() or 2)], cwd=self.project_dir)
         os.makedirs(os.path.join(self.project_dir, "build"), exist_ok=True)
-        with open(os.path.join(self.project_dir, "build", "build.log"), "w") as f:
+        log_path = os.path.join(self.project_dir, "build", "build.log")
+        with open(log_path, "w") as f:
             f.write(log)
-        if r.returncode == 0:
+        if rc == 0:
             return log
         over = dict(re.findall(r"region `(\w+)' overflowed by (\d+) bytes", log))
         if over:
@@ -175,9 +234,7 @@ class ProjectAPIHandler:
             if "FLASH" in over:
                 parts.append(f".text + .rodata + .data exceed the {b['FLASH']:,} B of flash by {int(over['FLASH']):,} B")
             raise DoesNotFit(f"{self.label}: does not fit: " + "; ".join(parts))
-        errors = [ln for ln in log.splitlines() if "error" in ln.lower()] or log.strip().splitlines()[-1:]
-        raise MicroError(f"{self.label}: build failed: {errors[0] if errors else 'make failed'} "
-                         f"(log: {os.path.join(self.project_dir, 'build', 'build.log')})")
+        raise BuildFailed(self.label, diagnostics(log), log_path)
 
     def flash(self, options: dict | None = None) -> None:
         """QEMU: nothing to do (QEMU loads fw.elf when the transport opens). Nucleo: openocd or st-flash."""
@@ -201,14 +258,14 @@ class ProjectAPIHandler:
             cmd = ["openocd", "-f", self.info["openocd_cfg"], "-c", f"program {{{elf}}} verify reset exit"]
         else:
             cmd = ["st-flash", "--reset", "write", elf[:-3] + "bin", self.info["flash_address"]]
-        r = _run(cmd, timeout=180)
-        if r.returncode != 0:
-            lines = [ln.strip() for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+        rc, out = _run(cmd, timeout=180)
+        if rc != 0:
+            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
             last = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "")
             no_board = re.search(r"open failed|no device found|couldn't find any st-?link|not connected|"
                                  r"unable to open|libusb", " ".join(lines), re.IGNORECASE)
             cls = BoardNotFound if no_board else MicroError
-            raise cls(f"{self.board}: {tool} failed (exit {r.returncode}): {last}")
+            raise cls(f"{self.board}: {tool} failed (exit {rc}): {last}")
 
     def open_transport(self, options: dict | None = None) -> dict:
         self._need_project()
@@ -247,19 +304,56 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _check_codegen(codegen_dir: str) -> None:
-    """One-line error unless codegen_dir has model.h with the three sizes and a C file defining the entry point."""
-    header = os.path.join(codegen_dir, "model.h")
-    if not os.path.isfile(header):
+_SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.[ch]")
+_FOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_DIAGNOSTIC = re.compile(r"^\S+:\d+(:\d+)?: (fatal )?error: |undefined reference|^collect2: ")
+
+
+def diagnostics(log: str, most: int = 5) -> list[str]:
+    """The first compiler / linker diagnostics of a build log (at most ``most``, then a count);
+    make's own complaint when there are none."""
+    lines = [ln.strip()[:300] for ln in log.splitlines() if ln.strip()]
+    found = [ln for ln in lines if _DIAGNOSTIC.search(ln)]
+    found = found or [ln for ln in lines if "***" in ln and "Waiting for unfinished" not in ln][:1] or lines[-1:]
+    return (found or ["make failed"])[:most] + ([f"... and {len(found) - most} more"] if len(found) > most else [])
+
+
+def _check_codegen(codegen_dir: str) -> list[str]:
+    """The files of ``codegen_dir`` (relative paths; folders and .c / .h files named
+    [A-Za-z_][A-Za-z0-9_]*, regular files, no links), after checking model.h has the three
+    sizes and a .c file defines the entry point. One-line MicroError otherwise: the names end
+    up in make's recipes."""
+    if not os.path.isdir(codegen_dir):
+        raise MicroError(f"{codegen_dir}: no such folder of generated code")
+    files = []
+    for root, dirs, names in os.walk(codegen_dir):
+        for name in dirs + names:
+            rel = os.path.relpath(os.path.join(root, name), codegen_dir)
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise MicroError(f"{codegen_dir}: {rel!r} is not a regular file or folder (links are not followed)")
+            if not (_FOLDER_NAME if stat.S_ISDIR(mode) else _SOURCE_NAME).fullmatch(name) or rel.count(os.sep) > 3:
+                raise MicroError(f"{codegen_dir}: {rel!r} is not a source name the board build accepts "
+                                 "(letters, digits and _, then .c or .h; at most 3 folders deep)")
+            if stat.S_ISREG(mode):
+                files.append(rel)
+    if "model.h" not in files:
         raise MicroError(f"{codegen_dir}: no model.h (the generated code must provide it)")
+    header = os.path.join(codegen_dir, "model.h")
     text = _read(header)
     missing = [d for d in ("TVMGEN_INPUT_BYTES", "TVMGEN_OUTPUT_BYTES", "TVMGEN_ARENA_BYTES")
                if not re.search(rf"#\s*define\s+{d}\b", text)]
     if missing:
         raise MicroError(f"{header}: missing #define {', '.join(missing)}")
-    sources = [os.path.join(r, f) for r, _, fs in os.walk(codegen_dir) for f in fs if f.endswith(".c")]
-    if not any("tvmgen_default_run" in _read(f) for f in sources):
+    if not any(n.endswith(".c") and "tvmgen_default_run" in _read(os.path.join(codegen_dir, n)) for n in files):
         raise MicroError(f"{codegen_dir}: no .c file defines tvmgen_default_run")
+    return sorted(files)
+
+
+def _copy_no_follow(src: str, dst: str) -> None:
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f, open(dst, "xb") as out:
+        shutil.copyfileobj(f, out)
 
 
 def _write_memory_map(dst: str, qemu_template: str, nucleo_ld: str, nucleo: str) -> None:

@@ -1,9 +1,9 @@
 """Compile a model to a Model-Library-Format-like archive and run it on a board.
 
-``compile_model`` -> ``model.tar``:
+``compile_model`` -> ``model.tar`` (``.tar.gz`` or a folder; the format: :mod:`tvm_patchnet.archive`):
     codegen/host/src/*.c, codegen/host/include/*.h   plain C (see ``tvm_patchnet.codegen``)
     metadata.json                                    arena/weight bytes, offsets, patch plan, I/O
-    src/model.tflite|.onnx or src/model.json         what was compiled (for the host reference)
+    src/model.tflite|.onnx                           what was compiled (for the host reference)
 
 ``run_model`` builds a board project around the archive (``microtvm_projects``), runs it over
 the serial RPC and, with ``check``, compares the board's output with the host build of the same
@@ -13,21 +13,20 @@ instructions, on Nucleo boards DWT cycles.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .archive import FORMAT, METADATA_VERSION, TARGET_BOARDS, check_output, read_archive, write_archive
 from .errors import PatchnetError
 from .frontend import load_model
 
-METADATA_VERSION = 1
-TARGET_BOARDS = {"cortex-m4": ("qemu-m4", "nucleo-f412zg"), "cortex-m7": ("qemu-m7", "nucleo-f746zg", "nucleo-h743zi")}
+#: bytes of stack a firmware links with at least (microtvm_projects: PROJECT_OPTIONS["stack_min"])
+STACK_MIN_BYTES = 4096
 
 
 @dataclass
@@ -39,17 +38,21 @@ class CompileResult:
 def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
                   patches=None, split=None, sram_bytes: int | None = None, resolution: int | None = None,
                   width: float | None = None, planner: str = "greedy") -> CompileResult:
-    """Compile ``model`` (file or built-in name) to ``out_path`` (.tar or a directory).
+    """Compile ``model`` (file or built-in name) to ``out_path`` (.tar, .tar.gz / .tgz or a folder).
 
     ``patches``/``split``: ints, "auto", or None for layer-by-layer execution. With only
     ``sram_bytes`` the cheapest setting that fits is chosen (layer by layer if that fits).
     ``planner`` places the arena: ``greedy`` (by size) or ``milp`` (exact where it can).
+    ``out_path`` must be new, an empty folder or an earlier output (nothing else is replaced);
+    the archive appears whole or not at all. Raises DoesNotFit when the arena (with the
+    minimum stack) or the weights exceed ``board``'s SRAM or flash.
     """
     if target not in TARGET_BOARDS:
         raise PatchnetError(f"unknown target '{target}'; known: {', '.join(TARGET_BOARDS)}")
     if board not in TARGET_BOARDS[target]:
         raise PatchnetError(f"board '{board}' is not a {target} board; {target} boards: "
                             f"{', '.join(TARGET_BOARDS[target])}")
+    check_output(out_path)  # before minutes of work, not after
     graph = load_model(model, resolution=resolution, width=width)
     from .patch.search import resolve_plan
 
@@ -61,12 +64,14 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
         info = emit_c(graph, src, plan, planner)
+        _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes)
         inc = os.path.join(tmp, "codegen", "host", "include")
         os.makedirs(inc)
         for f in os.listdir(src):
             if f.endswith(".h"):
                 shutil.copy(os.path.join(src, f), inc)
         meta = {
+            "format": FORMAT,
             "version": METADATA_VERSION,
             "model": graph.name,
             "target": target,
@@ -87,8 +92,26 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
         }
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f, indent=2)
-        _write_output(tmp, out_path)
+        write_archive(tmp, out_path)
     return CompileResult(out_path, meta)
+
+
+def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> None:
+    """What is certain before any build: the arena plus the minimum stack must fit the board's
+    SRAM, the weights its flash (the link adds the firmware's own bytes; ``run`` checks those)."""
+    from microtvm_projects.project_api import board_budgets
+
+    from .micro import DoesNotFit
+
+    budgets = board_budgets(board)
+    excess = arena_bytes + STACK_MIN_BYTES - budgets["RAM"]
+    if excess > 0:
+        raise DoesNotFit(f"{board}: does not fit: the arena ({arena_bytes:,} B) + {STACK_MIN_BYTES:,} B minimum stack "
+                         f"exceed the {budgets['RAM']:,} B of SRAM by {excess:,} B"
+                         f"{_fit_hint(graph, arena_bytes - excess)}")
+    if weight_bytes > budgets["FLASH"]:
+        raise DoesNotFit(f"{board}: does not fit: the weights ({weight_bytes:,} B) exceed the {budgets['FLASH']:,} B "
+                         f"of flash by {weight_bytes - budgets['FLASH']:,} B")
 
 
 def _io(graph, name: str) -> dict:
@@ -104,45 +127,6 @@ def _store_source(model: str, resolution, width, tmp: str) -> dict:
         shutil.copy(model, os.path.join(tmp, "src", name))
         return {"file": f"src/{name}"}
     return {"builtin": model, "resolution": resolution, "width": width}
-
-
-def _write_output(tmp: str, out_path: str) -> None:
-    """Atomically: a .tar archive, or a directory tree (nothing half-written on failure)."""
-    out_path = os.path.abspath(out_path)
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    if out_path.endswith(".tar"):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for entry in sorted(os.listdir(tmp)):
-                tar.add(os.path.join(tmp, entry), arcname=entry)
-        from .cli.common import write_atomic
-
-        write_atomic(out_path, buf.getvalue())
-        return
-    staging = out_path + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(tmp, staging)
-    shutil.rmtree(out_path, ignore_errors=True)
-    os.replace(staging, out_path)
-
-
-def open_archive(path: str, into: str) -> dict:
-    """Extract a compiled model (.tar or directory) into ``into``; returns its metadata."""
-    if not os.path.exists(path):
-        raise PatchnetError(f"{path}: no such compiled model")
-    if os.path.isdir(path):
-        shutil.copytree(path, into, dirs_exist_ok=True)
-    else:
-        try:
-            with tarfile.open(path) as tar:
-                tar.extractall(into, filter="data")
-        except tarfile.TarError as e:
-            raise PatchnetError(f"{path}: not a compiled model archive ({str(e).splitlines()[0]})") from None
-    meta_path = os.path.join(into, "metadata.json")
-    if not os.path.exists(meta_path):
-        raise PatchnetError(f"{path}: no metadata.json (not made by 'patchnet compile')")
-    with open(meta_path) as f:
-        return json.load(f)
 
 
 @dataclass
@@ -182,16 +166,43 @@ class RunReport:
         return d
 
 
+#: QEMU speed floor for the RUN timeout: executed instructions per second under TCG with the
+#: counting plugin (measured here: ~80 M/s for MobileNetV2-w0.35 r144; a busy machine is slower),
+#: and a generous count per MAC (the generated code runs ~13 today).
+QEMU_MIN_INSTRUCTIONS_PER_S = 20e6
+MAX_INSTRUCTIONS_PER_MAC = 40
+
+
+def run_timeout(meta: dict, counter: str | None, cpu_hz: int) -> float:
+    """Seconds one RUN may take before the board counts as stalled: a generous multiple of the
+    model's expected time (MACs x :data:`MAX_INSTRUCTIONS_PER_MAC`, at the emulator's slowest
+    speed on QEMU or at the core clock on a board), never under 30 s."""
+    macs = meta["patch"]["total_macs_patched"] if meta["patch"] else meta["profile"]["total_macs"]
+    work = macs * MAX_INSTRUCTIONS_PER_MAC + 10_000_000
+    speed = QEMU_MIN_INSTRUCTIONS_PER_S if counter == "instructions" or not cpu_hz else cpu_hz
+    return round(30.0 + 2 * work / speed)
+
+
 def run_model(archive: str, board: str | None = None, memory_map: str | None = None, x: np.ndarray | None = None,
-              repeat: int = 1, check: bool = False, work_dir: str | None = None) -> RunReport:
+              repeat: int = 1, check: bool = False, work_dir: str | None = None,
+              timeout: float | None = None) -> RunReport:
     """Build ``archive`` for ``board`` (default: the one it was compiled for), run it ``repeat``
-    times on input ``x`` (seeded random int8 if None) and measure it."""
+    times on input ``x`` (seeded random int8 if None) and measure it.
+
+    ``work_dir``: keep the extracted model and the board project there (a new or empty folder;
+    default: a temporary folder, removed). ``timeout``: seconds one run may take (default:
+    :func:`run_timeout`). A result is either confirmed by the board or an error.
+    """
     from . import micro
 
+    if work_dir is not None and os.path.exists(work_dir) and (not os.path.isdir(work_dir) or os.listdir(work_dir)):
+        raise PatchnetError(f"--keep-build {work_dir}: must be a new or empty folder")
+    if timeout is not None and not timeout > 0:
+        raise PatchnetError(f"--timeout must be a positive number of seconds, got {timeout}")
     with tempfile.TemporaryDirectory(prefix="patchnet-run-") as tmp:
-        work = work_dir or tmp
+        work = os.path.abspath(work_dir or tmp)
         model_dir = os.path.join(work, "model")
-        meta = open_archive(archive, model_dir)
+        meta = read_archive(archive, model_dir)
         board = board or meta["board"]
         shape, dtype = tuple(meta["input"]["shape"]), meta["input"]["dtype"]
         if x is None:
@@ -205,10 +216,15 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
         try:
             micro.build(project)
         except micro.DoesNotFit as e:
-            raise micro.DoesNotFit(f"{e}{_fit_hint(meta, model_dir, str(e))}") from None
+            raise micro.DoesNotFit(f"{e}{_run_fit_hint(meta, model_dir, str(e))}") from None
+        except micro.BuildFailed as e:
+            hint = "" if work_dir else " (or run with --keep-build DIR)"
+            raise micro.BuildFailed(e.label, e.diagnostics, _keep_log(e.log_path, work_dir), hint) from None
         with micro.Session(project) as s:
             info = s.info()
-            stats = s.run_each(x, repeat)
+            _check_device(info, meta, archive)
+            limit = timeout or run_timeout(meta, info.counter, info.cpu_hz)
+            stats = s.run_each(x, repeat, timeout=limit)
             y = np.asarray(s.get_output(), np.int8).reshape(meta["output"]["shape"])
             mem = s.check_fit()  # .data + .bss + peak stack against the board's (or map's) SRAM
         match = bool(np.array_equal(y, _host_reference(meta, model_dir, x))) if check else None
@@ -218,25 +234,49 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
                      info.input_bytes, info.output_bytes, y.tolist(), match, meta["patch"] is not None)
 
 
-def _fit_hint(meta: dict, model_dir: str, message: str) -> str:
-    """'; try ...': the patch setting the planner expects to free the SRAM the link lacks."""
+def _check_device(info, meta: dict, archive: str) -> None:
+    """The built firmware's sizes against metadata.json (a second check after model.h's)."""
+    want = {"input": (info.input_bytes, int(np.prod(meta["input"]["shape"]))),
+            "output": (info.output_bytes, int(np.prod(meta["output"]["shape"]))),
+            "arena_bytes": (info.arena_bytes, meta["arena_bytes"])}
+    bad = [f"{k} {m:,} B (the firmware has {d:,} B)" for k, (d, m) in want.items() if d != m]
+    if bad:
+        raise PatchnetError(f"{archive}: metadata.json does not match the built firmware: {'; '.join(bad)}")
+
+
+def _keep_log(log_path: str, work_dir: str | None) -> str:
+    """Where the user can read the build log after the temporary folder is gone."""
+    if work_dir:
+        return log_path
+    fd, kept = tempfile.mkstemp(prefix="patchnet-build-", suffix=".log")
+    with os.fdopen(fd, "wb") as out, open(log_path, "rb") as f:
+        shutil.copyfileobj(f, out)
+    return kept
+
+
+def _run_fit_hint(meta: dict, model_dir: str, message: str) -> str:
+    """'; try ...' for a link that lacks ``N`` B of SRAM (parsed from the DoesNotFit message)."""
     import re
 
     m = re.search(r"SRAM by ([\d,]+) B", message)
     if not m:
         return ""
-    target = meta["arena_bytes"] - int(m.group(1).replace(",", ""))
+    return _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - int(m.group(1).replace(",", "")))
+
+
+def _fit_hint(graph, target: int) -> str:
+    """'; try ...': the patch setting the planner expects to bring the arena under ``target`` B."""
     if target <= 0:
         return ""
     from .patch.search import choose_plan
 
     try:
-        plan = choose_plan(_source_graph(meta, model_dir), sram_bytes=target)
+        plan = choose_plan(graph, sram_bytes=target)
     except PatchnetError:
         return "; no patch setting brings the activations under the remaining SRAM"
     if plan is None:
         return ""
-    return (f"; try 'patchnet compile {meta['model']} --patches {plan.patches} --split {plan.split}' "
+    return (f"; try 'patchnet compile {graph.name} --patches {plan.patches} --split {plan.split}' "
             f"(planner peak {plan.peak_bytes:,} B <= {target:,} B)")
 
 

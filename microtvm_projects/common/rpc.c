@@ -24,6 +24,18 @@ static struct {
     uint64_t total, min, max;
 } last;
 
+/* The last request's key and, for RUN/CALIBRATE, its answer (rpc.h): a repeat of the request
+ * gets this answer again instead of a second run. .bss, so a reset forgets it. */
+#define REPLY_BYTES 60 /* the largest stored answer: RUN's stats body */
+static struct {
+    uint16_t crc;
+    uint8_t cmd, seq;
+    uint8_t stored, status, len; /* stored: data[0..len) and status answer the request */
+    uint8_t data[REPLY_BYTES];
+} reply;
+
+static uint8_t session_open; /* set by INFO; a reset clears it (STATUS_NO_SESSION) */
+
 static uint16_t crc16(uint16_t crc, const uint8_t *p, uint32_t n)
 {
     while (n--) {
@@ -89,7 +101,7 @@ static int recv_frame(void)
     }
 }
 
-static void stats_body(uint8_t *b) /* 56 bytes, parsed by rpc.py STATS_FMT */
+static void stats_body(uint8_t *b) /* 60 bytes with the rc, parsed by rpc.py STATS_FMT */
 {
     b[0] = board_counter_kind();
     b[1] = (uint8_t)stack_overflowed();
@@ -104,6 +116,16 @@ static void stats_body(uint8_t *b) /* 56 bytes, parsed by rpc.py STATS_FMT */
     put32(b + 44, TVMGEN_ARENA_BYTES);
     put32(b + 48, (uint32_t)((uintptr_t)__data_end - (uintptr_t)__data_start));
     put32(b + 52, (uint32_t)((uintptr_t)__bss_end - (uintptr_t)__bss_start));
+    put32(b + 56, (uint32_t)last.rc);
+}
+
+/* Stores the answer to the current request for repeats, then sends it. */
+static void send_stored(uint8_t status, uint32_t n)
+{
+    reply.stored = 1;
+    reply.status = status;
+    reply.len = (uint8_t)n;
+    send(reply.cmd | 0x80, reply.seq, status, reply.data, n);
 }
 
 static void do_run(uint8_t seq, uint32_t n)
@@ -123,10 +145,8 @@ static void do_run(uint8_t seq, uint32_t n)
         last.max = c > last.max ? c : last.max;
     }
     last.run_stack = stack_used_below(sp0);
-    uint8_t b[60];
-    stats_body(b);
-    put32(b + 56, (uint32_t)last.rc);
-    send(CMD_RUN | 0x80, seq, last.rc ? STATUS_MODEL : STATUS_OK, b, sizeof b);
+    stats_body(reply.data);
+    send_stored(last.rc ? STATUS_MODEL : STATUS_OK, REPLY_BYTES);
 }
 
 static void do_info(uint8_t seq)
@@ -150,12 +170,17 @@ static void do_info(uint8_t seq)
 
 static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
 {
-    uint8_t r = cmd | 0x80, b[8];
+    uint8_t r = cmd | 0x80;
+    if (cmd >= CMD_SET_INPUT && cmd <= CMD_CALIBRATE && !session_open) {
+        send(r, seq, STATUS_NO_SESSION, 0, 0);
+        return;
+    }
     switch (cmd) {
     case CMD_PING:
         send(r, seq, STATUS_OK, p, len);
         return;
     case CMD_INFO:
+        session_open = 1;
         do_info(seq);
         return;
     case CMD_SET_INPUT: {
@@ -179,9 +204,8 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         return;
     }
     case CMD_STATS: {
-        uint8_t s[60];
+        uint8_t s[REPLY_BYTES];
         stats_body(s);
-        put32(s + 56, (uint32_t)last.rc);
         send(r, seq, STATUS_OK, s, sizeof s);
         return;
     }
@@ -191,8 +215,8 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         send(r, seq, STATUS_STARTED, 0, 0);
         uint64_t c = 0;
         board_measure_call(known_loop, (const int8_t *)(uintptr_t)get32(p), 0, &c);
-        put64(b, c);
-        send(r, seq, STATUS_OK, b, 8);
+        put64(reply.data, c);
+        send_stored(STATUS_OK, 8);
         return;
     }
     default:
@@ -206,10 +230,20 @@ void rpc_serve(void)
 {
     for (;;) {
         int len = recv_frame();
-        if (len < 0)
+        if (len < 0) {
             send(rx[0] | 0x80, rx[1], STATUS_CRC, 0, 0); /* NAK: the host resends at once */
-        else
-            handle(rx[0], rx[1], rx + 4, (uint32_t)len);
+            continue;
+        }
+        uint16_t crc = (uint16_t)(rx[4 + len] | rx[5 + len] << 8);
+        if (reply.stored && rx[0] == reply.cmd && rx[1] == reply.seq && crc == reply.crc) {
+            send(reply.cmd | 0x80, reply.seq, reply.status, reply.data, reply.len); /* a repeat */
+            continue;
+        }
+        reply.cmd = rx[0];
+        reply.seq = rx[1];
+        reply.crc = crc;
+        reply.stored = 0;
+        handle(rx[0], rx[1], rx + 4, (uint32_t)len);
     }
 }
 

@@ -1,7 +1,7 @@
 # Build rules shared by every board. The project Makefile sets BOARD, CPU_FLAGS, BOARD_SRCS
 # (and QEMU_PLUGIN=1 for emulated boards), then includes this file.
 # Outputs: build/fw.elf, build/fw.bin, build/fw.map, and build/libicount.so (QEMU only).
--include config.mk   # written by generate_project: OPT, UART_BAUD, STACK_MIN, EXTRA_CFLAGS
+-include config.mk   # written by generate_project: OPT, UART_BAUD, STACK_MIN, EXTRA_CFLAGS, MODEL_SRCS
 
 CROSS     ?= arm-none-eabi-
 CC        := $(CROSS)gcc
@@ -13,7 +13,7 @@ STACK_MIN ?= 4096
 BUILD     := build
 
 SRCS := common/startup.c common/main.c common/rpc.c common/stack.c common/known_loop.S \
-        $(BOARD_SRCS) $(shell find codegen -name '*.c' | sort)
+        $(BOARD_SRCS) $(MODEL_SRCS)
 OBJS := $(patsubst %,$(BUILD)/%.o,$(SRCS))
 
 CFLAGS  := $(CPU_FLAGS) $(OPT) -g -std=gnu11 -Wall -Werror -ffunction-sections -fdata-sections \

@@ -1,5 +1,6 @@
-"""A fake board for the Nucleo path: speaks the firmware's RPC protocol (rpc.h) behind a
-pyserial-like object, with fault injection (dropped requests, corrupted answers, NAKs)."""
+"""A fake board for the Nucleo path: speaks the firmware's RPC protocol (rpc.h: sessions, the
+stored answer to a repeated RUN/CALIBRATE) behind a pyserial-like object, with fault injection
+(dropped requests, corrupted answers, NAKs, stale answers, a fault on RUN)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from tvm_patchnet.micro.rpc import (
     CMD_RUN,
     CMD_SET_INPUT,
     CMD_STATS,
+    MAX_LEN,
+    PROTO_VERSION,
+    SESSION_CMDS,
     ST_BAD_ARG,
     ST_BAD_CMD,
     ST_CRC,
+    ST_NO_SESSION,
     ST_OK,
     ST_STARTED,
     crc16,
@@ -27,26 +32,47 @@ from tvm_patchnet.micro.rpc import (
 
 
 class FakeDevice:
-    """Counter = cycles; each run costs ``cycles_per_run``; model: output[i] = input[i % n] + 1."""
+    """Counter = cycles; each run costs ``cycles_per_run``; model: output[i] = input[i % n] + 1.
+    consume: a run then adds 1 to its input in place (a second run gives input + 2), as the
+    arena of a real model may. ``executed`` counts the RUN requests that ran the model."""
 
     def __init__(self, board="nucleo-f412zg", input_bytes=48, output_bytes=100, arena_bytes=256,
-                 cycles_per_run=1234, drop=0, corrupt=0, nak=0, fault_on_run=False, stale=False):
-        self.board, self.inp, self.out = board, bytearray(input_bytes), bytearray(output_bytes)
-        self.arena, self.cycles = arena_bytes, cycles_per_run
+                 cycles_per_run=1234, drop=0, corrupt=0, nak=0, fault_on_run=False, stale=False, consume=False,
+                 proto=PROTO_VERSION, byte_timeout=0.2):
+        self.board, self.input_bytes, self.output_bytes = board, input_bytes, output_bytes
+        self.arena, self.cycles, self.consume, self.proto = arena_bytes, cycles_per_run, consume, proto
+        self.byte_timeout = byte_timeout  # s, as BYTE_TIMEOUT_MS in rpc.c
         self.drop, self.corrupt, self.nak, self.fault_on_run, self.stale = drop, corrupt, nak, fault_on_run, stale
         self.requests = 0
+        self.executed = 0
+        self.buf, self.last_byte = b"", 0.0
+        self.reset()
+
+    def reset(self):
+        """What a board reset clears (.bss): the arena, the statistics, the session, the stored answer."""
+        self.inp, self.out = bytearray(self.input_bytes), bytearray(self.output_bytes)
         self.runs = 0
-        self.buf = b""
+        self.session = False
+        self.last = None  # (cmd, seq, crc) of the last request
+        self.stored = None  # [(status, body)] answering it again, for RUN/CALIBRATE
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes from the host -> bytes the device sends back."""
-        self.buf += data
+        """Bytes from the host -> bytes the device sends back. As the firmware's recv_frame, it
+        drops a partial frame after byte_timeout s without bytes, and resyncs on a length
+        beyond MAX_LEN."""
+        now = time.monotonic()
+        if now - self.last_byte > self.byte_timeout:
+            self.buf = b""
+        self.buf, self.last_byte = self.buf + data, now
         out = b""
         while True:
             i = self.buf.find(b"\xa5\x5a")
             if i < 0 or len(self.buf) < i + 6:
                 return out
             cmd, seq, n = struct.unpack_from("<BBH", self.buf, i + 2)
+            if n > MAX_LEN:
+                self.buf = self.buf[i + 2:]
+                continue
             if len(self.buf) < i + 8 + n:
                 return out
             frame, self.buf = self.buf[i:i + 8 + n], self.buf[i + 8 + n:]
@@ -54,15 +80,24 @@ class FakeDevice:
             if self.drop:
                 self.drop -= 1
                 continue
-            if crc16(frame[2:6 + n]) != struct.unpack_from("<H", frame, 6 + n)[0] or self.nak:
+            crc = struct.unpack_from("<H", frame, 6 + n)[0]
+            if crc16(frame[2:6 + n]) != crc or self.nak:
                 self.nak = max(self.nak - 1, 0)
                 out += encode(cmd | 0x80, seq, bytes([ST_CRC]))
                 continue
             if self.stale:  # an answer to an older request first: the host must skip it
                 out += encode(cmd | 0x80, (seq - 1) & 0xFF, bytes([ST_OK]) + b"stale")
-            for status, body in self.handle(cmd, frame[6:6 + n]):
+            if self.stored is not None and self.last == (cmd, seq, crc):
+                answers = self.stored  # a repeat: the stored answer, no second run
+            else:
+                self.last, self.stored = (cmd, seq, crc), None
+                answers = self.handle(cmd, frame[6:6 + n])
+                if cmd in (CMD_RUN, CMD_CALIBRATE) and answers[-1][0] != "fault" and self.session:
+                    self.stored = answers[-1:]
+            for status, body in answers:
                 if status == "fault":  # unsolicited fault frame, as fault_report() sends it
                     ans = bytearray(encode(CMD_FAULT, 0, bytes([ST_OK]) + body))
+                    self.reset()
                 else:
                     ans = bytearray(encode(cmd | 0x80, seq, bytes([status]) + body))
                 if self.corrupt:
@@ -75,11 +110,14 @@ class FakeDevice:
                            300, 40, 200_000, self.arena, 0, 1500, rc)
 
     def handle(self, cmd, p):
+        if cmd in SESSION_CMDS and not self.session:
+            return [(ST_NO_SESSION, b"")]
         if cmd == CMD_PING:
             return [(ST_OK, p)]
         if cmd == CMD_INFO:
-            return [(ST_OK, struct.pack("<BBHIIIIIIII", 1, 1, 1024, len(self.inp), len(self.out), self.arena,
-                                        16_000_000, 262_144, 0, 1500, 200_000) + self.board.encode())]
+            self.session = True
+            return [(ST_OK, struct.pack("<BBHIIIIIIII", self.proto, 1, 1024, len(self.inp), len(self.out),
+                                        self.arena, 16_000_000, 262_144, 0, 1500, 200_000) + self.board.encode())]
         if cmd == CMD_SET_INPUT:
             off = struct.unpack_from("<I", p)[0]
             if off + len(p) - 4 > len(self.inp):
@@ -90,8 +128,12 @@ class FakeDevice:
             if self.fault_on_run:  # the firmware's fault frame: exception 4, MMFAR, guard hit
                 return [(ST_STARTED, b""), ("fault", struct.pack("<IIIIII", 4, 0x10, 0, 0, 1, 4704))]
             self.runs = struct.unpack_from("<I", p)[0]
+            self.executed += 1
             n = len(self.inp)
-            self.out[:] = bytes((self.inp[i % n] + 1) & 0xFF for i in range(len(self.out)))
+            for _ in range(self.runs):
+                self.out[:] = bytes((self.inp[i % n] + 1) & 0xFF for i in range(len(self.out)))
+                if self.consume:
+                    self.inp[:] = bytes((b + 1) & 0xFF for b in self.inp)
             return [(ST_STARTED, b""), (ST_OK, self._stats())]
         if cmd == CMD_GET_OUTPUT:
             off, n = struct.unpack_from("<IH", p)

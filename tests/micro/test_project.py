@@ -144,7 +144,8 @@ def test_nested_codegen_and_extra_cflags(tmp_path):
         f.write("#ifndef PATCHNET_FLAG\n#error extra_cflags not applied\n#endif\nint patchnet_flag = PATCHNET_FLAG;\n")
     d = micro.create_project(cg, "qemu-m7", str(tmp_path / "p"), extra_cflags="-DPATCHNET_FLAG=7", opt="-Os")
     assert micro.build(d).flash_bytes > 1000
-    with pytest.raises(micro.MicroError, match=r"^qemu-m7: build failed: .*error.*\(log: .*build\.log\)$"):
+    with pytest.raises(micro.BuildFailed, match=r"^qemu-m7: build failed:\n  .*flag\.c:2:2: error: #error extra_cflags not "
+                       r"applied\n(  .*\n)*  full log: .*build\.log$"):
         d2 = micro.create_project(cg, "qemu-m7", str(tmp_path / "p2"))
         micro.build(d2)
 

@@ -12,6 +12,7 @@ import pytest
 
 from tvm_patchnet import micro
 from tvm_patchnet.micro.elf import Elf
+from tvm_patchnet.micro.rpc import PROTO_VERSION
 from tvm_patchnet.micro.session import Session
 from tvm_patchnet.micro.transport import QemuTransport
 
@@ -111,6 +112,22 @@ def test_stack_overflow_on_f412_is_reported_and_board_recovers(tmp_path):
                                 f"the {free:,} B of stack left in SRAM after .data + .bss (MPU guard hit; the board "
                                 "reset)")
         assert s.ping(b"back") == b"back"  # the firmware reset and answers again
+
+
+def test_firmware_of_another_protocol_is_refused(built, tmp_path):
+    d = str(tmp_path / "old")
+    shutil.copytree(built("qemu-m4"), d)
+    h = os.path.join(d, "common", "rpc.h")
+    with open(h) as f:
+        text = f.read()
+    with open(h, "w") as f:
+        f.write(text.replace(f"#define RPC_PROTO_VERSION {PROTO_VERSION}", "#define RPC_PROTO_VERSION 1"))
+    micro.build(d)
+    with micro.Session(d) as s, pytest.raises(micro.MicroError) as e:
+        s.set_input(bytes(48))
+    assert str(e.value) == f"qemu-m4: firmware speaks protocol 1, host {PROTO_VERSION}: rebuild the project"
+    with micro.Session(built("qemu-m4")) as s:
+        assert s.info().protocol == PROTO_VERSION
 
 
 def test_qemu_exit_is_one_line_error(built, tmp_path):

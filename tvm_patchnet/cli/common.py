@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KIB|K|MB|MIB|M)?\s*$", re.IGNORECASE)
 _UNITS = {None: 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
@@ -17,7 +15,10 @@ def byte_size(text: str) -> int:
     m = _SIZE.match(text)
     if not m:
         raise argparse.ArgumentTypeError(f"'{text}' is not a size (e.g. 256KB, 1MB, 200000)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
+    n = int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive size")
+    return n
 
 
 def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -25,20 +26,6 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
                                  "(see 'patchnet profile --list')")
     p.add_argument("--resolution", type=int, help="input resolution of a built-in architecture (pixels)")
     p.add_argument("--width", type=float, help="width multiplier of a built-in architecture")
-
-
-def write_atomic(path: str, data: bytes | str) -> None:
-    """Write ``path`` via a temporary file and rename, so a failure leaves nothing half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def dump_json(obj) -> str:

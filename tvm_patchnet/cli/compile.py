@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--sram", metavar="SIZE", help="pick the cheapest patch setting whose peak fits SIZE")
     p.add_argument("--planner", default="greedy", choices=["greedy", "milp"],
                    help="arena placement: greedy by size, or exact (MILP) where the graph is small enough")
-    p.add_argument("-o", "--output", default="model.tar", help="output .tar (or a directory)")
+    p.add_argument("-o", "--output", default="model.tar",
+                   help="output .tar, .tar.gz / .tgz, or a folder; never replaces anything but an earlier output")
     p.set_defaults(drive=drive_compile)
 
 
@@ -30,7 +31,7 @@ def drive_compile(args: argparse.Namespace) -> int:
     board = args.board or ("qemu-m4" if args.target == "cortex-m4" else "qemu-m7")
     res = compile_model(args.model, args.output, target=args.target, board=board,
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
-                        sram_bytes=parse_size("--sram", args.sram) if args.sram else None,
+                        sram_bytes=parse_size("--sram", args.sram) if args.sram is not None else None,
                         resolution=args.resolution, width=args.width, planner=args.planner)
     m = res.metadata
     how = "layer by layer" if not m["patch"] else (

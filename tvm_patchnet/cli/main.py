@@ -1,11 +1,14 @@
 """``patchnet``: the command line. One module per subcommand; user errors become one line on
-stderr and exit code 2 here, and only here. Heavy imports (TVM, torch) happen inside the
+stderr and exit code 2 here, and only here; SIGINT / SIGTERM end with "interrupted" /
+"terminated" and exit code 130 / 143 after every temp folder and child process is gone. Heavy imports (TVM, torch) happen inside the
 subcommands, so ``patchnet --help`` is instant."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from ..errors import PatchnetError
 from . import compile as compile_cmd
@@ -32,19 +35,53 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[int] = []
+    previous = _catch_signals(received)
     try:
         return int(args.drive(args) or 0)
-    except PatchnetError as e:
-        if args.verbose:
-            raise
-        print(f"patchnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into head & co.
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print(f"patchnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as e:  # every way out is decided here, and only here
+        if received or isinstance(e, KeyboardInterrupt):
+            # whatever surfaced (TVM turns a signal inside its C++ code into a RuntimeError): the
+            # temp folders and child processes are gone by now (context managers unwound)
+            sig = received[0] if received else signal.SIGINT
+            print(f"patchnet {args.command}: {'terminated' if sig == signal.SIGTERM else 'interrupted'}",
+                  file=sys.stderr)
+            return 128 + sig
+        if isinstance(e, BrokenPipeError):  # output piped into head & co.
+            sys.stderr.close()
+            return 0
+        if isinstance(e, PatchnetError) and not args.verbose:
+            print(f"patchnet {args.command}: error: {_printable(str(e))}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _catch_signals(received: list[int]) -> dict:
+    """SIGINT and SIGTERM raise KeyboardInterrupt where the program is, so every ``with`` block
+    cleans up (temp folders, board sessions, make's process group) and no partial output stays.
+    Later signals are ignored while that cleanup runs. Returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(sig, _frame):
+        received.append(sig)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, on_signal)
+    return previous
+
+
+def _printable(text: str) -> str:
+    """An error message with control characters (from an archive's names, a compiler's output)
+    shown as escapes, so nothing reaches the terminal as a command sequence; newlines stay."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

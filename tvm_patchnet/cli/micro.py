@@ -28,11 +28,11 @@ def drive_create(args: argparse.Namespace) -> int:
     import tempfile
 
     from .. import micro
-    from ..deploy import open_archive
+    from ..archive import read_archive
 
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = open_archive(args.archive, tmp)
-        micro.create_project(os.path.join(tmp, "codegen", "host", "src"), args.board or meta["board"],
+    with tempfile.TemporaryDirectory(prefix="patchnet-project-") as tmp:
+        meta = read_archive(args.archive, os.path.join(tmp, "model"))
+        micro.create_project(os.path.join(tmp, "model", "codegen", "host", "src"), args.board or meta["board"],
                              args.project_dir, memory_map=args.memory_map)
     print(f"project {args.project_dir} for {args.board or meta['board']}")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PatchnetError
-from .common import add_model_args, dump_json, write_atomic
+from ..fsutil import write_atomic
+from .common import add_model_args, dump_json
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,7 @@ def drive_profile(args: argparse.Namespace) -> int:
     if not args.model:
         raise PatchnetError("a MODEL is required (a .tflite/.onnx file or a built-in name; see --list)")
     budget = parse_size("--budget", args.budget)
-    sram = parse_size("--sram", args.sram) if args.sram else None
+    sram = parse_size("--sram", args.sram) if args.sram is not None else None
     patches, split = parse_auto("--patches", args.patches), parse_auto("--split", args.split)
     report = profile_model(args.model, resolution=args.resolution, width=args.width,
                            patches=patches, split=split, sram_bytes=sram)
@@ -40,7 +41,7 @@ def drive_profile(args: argparse.Namespace) -> int:
         from ..analysis.plot import plot_blocks
 
         patched = _patched_block_peaks(report)
-        write_atomic(args.plot, plot_blocks(report, budget_bytes=sram or budget, patched=patched))
+        write_atomic(args.plot, plot_blocks(report, budget_bytes=budget if sram is None else sram, patched=patched))
     if args.json:
         print(dump_json(report.to_json()))
     else:

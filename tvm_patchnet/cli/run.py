@@ -21,6 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs to average the count over")
     p.add_argument("--check", action="store_true", help="also run the host reference and compare outputs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="seconds one run may take before the board counts as stalled (default: from the model's MACs)")
+    p.add_argument("--keep-build", metavar="DIR", help="keep the extracted model and the board project (build log, "
+                                                       "firmware) in DIR, a new or empty folder")
     p.set_defaults(drive=drive_run)
 
 
@@ -36,7 +40,7 @@ def drive_run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise PatchnetError("--repeat must be >= 1")
     rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
-                    check=args.check)
+                    check=args.check, work_dir=args.keep_build, timeout=args.timeout)
     if args.json:
         print(json.dumps(rep.to_json()))
     else:

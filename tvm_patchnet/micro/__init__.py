@@ -15,6 +15,7 @@ DWT cycles. Board templates and firmware: microtvm_projects/.
 
 from .errors import (
     BoardNotFound,
+    BuildFailed,
     CrcError,
     DeviceFault,
     DeviceNotAnswering,
@@ -29,7 +30,7 @@ from .project import board_info, build, create_project, flash, list_boards, memo
 from .session import DeviceInfo, RunStats, Session, measure
 
 __all__ = [
-    "BoardNotFound", "CrcError", "DeviceFault", "DeviceInfo", "DeviceNotAnswering", "DoesNotFit", "MemoryReport",
+    "BoardNotFound", "BuildFailed", "CrcError", "DeviceFault", "DeviceInfo", "DeviceNotAnswering", "DoesNotFit", "MemoryReport",
     "MicroError", "ModelError", "RunStats", "Session", "ToolNotFound", "TransportError", "board_info", "build",
     "create_project", "flash", "list_boards", "measure", "memory", "memory_report",
 ]

@@ -39,3 +39,25 @@ class DeviceFault(MicroError):
 
 class ModelError(MicroError):
     """tvmgen_default_run returned a non-zero code."""
+
+
+class BuildFailed(MicroError):
+    """The board build failed (not for lack of memory): the first compiler diagnostics, one per
+    line, then where make's full output is (``log_path``)."""
+
+    def __init__(self, label: str, diagnostics: list[str], log_path: str, hint: str = ""):
+        self.label, self.diagnostics, self.log_path = label, diagnostics, log_path
+        lines = [f"{label}: build failed:", *(f"  {d}" for d in diagnostics), f"  full log: {log_path}{hint}"]
+        super().__init__("\n".join(lines))
+
+
+class BoardStalled(DeviceNotAnswering):
+    """A RUN or CALIBRATE got no result within its timeout (a hung board, or a slower run than allowed)."""
+
+
+class BoardReset(MicroError):
+    """The board reset during the session (its input and output are gone), so a request was refused."""
+
+
+class ProtocolMismatch(MicroError):
+    """The firmware speaks another RPC protocol version than the host: rebuild the project."""

@@ -17,7 +17,6 @@ from .memory import MemoryReport, memory_report
 from .rpc import (
     CMD_CALIBRATE,
     CMD_GET_OUTPUT,
-    CMD_INFO,
     CMD_PING,
     CMD_RUN,
     CMD_SET_INPUT,
@@ -78,12 +77,17 @@ class Session:
     """``Session(project_dir)`` starts QEMU (or opens the Nucleo's serial port) for a built
     project; ``Session(transport=...)`` talks over any Transport (tests, custom links).
 
-    timeout/retries: per short request; run_timeout: seconds a RUN may take once started.
+    timeout/retries: seconds per attempt and extra attempts of a short request; run_timeout:
+    seconds a RUN (or CALIBRATE) may take, counted from sending it, before the board counts as
+    stalled (one-line BoardStalled); ``run(timeout=...)`` overrides it per call.
+    A request whose outcome the host cannot confirm raises a one-line MicroError: a result is
+    never reported from a run on consumed input or from a board that reset meanwhile (rpc.py).
     """
 
     def __init__(self, project_dir: str | None = None, *, transport: Transport | None = None,
                  timeout: float = 2.0, retries: int = 3, run_timeout: float = 600.0,
                  options: dict | None = None, name: str | None = None):
+        _check_timeout(run_timeout, "run_timeout")
         self.handler = None
         self.project_dir = project_dir
         if transport is None:
@@ -123,9 +127,12 @@ class Session:
         return self._call(CMD_PING, data)
 
     def info(self) -> DeviceInfo:
+        """What the firmware reports (asked once; asking opens the session, see rpc.py)."""
         if self._info is None:
-            d = self._call(CMD_INFO)
+            d = self.rpc.info or self.rpc.hello()
             n = struct.calcsize(INFO_FMT)
+            if len(d) < n:
+                raise MicroError(f"{self.rpc.name}: INFO answer has {len(d)} bytes, expected at least {n}")
             v = struct.unpack_from(INFO_FMT, d)
             self._info = DeviceInfo(board=d[n:].decode(errors="replace"), protocol=v[0], counter=COUNTERS.get(v[1]),
                                     max_payload=v[2], input_bytes=v[3], output_bytes=v[4], arena_bytes=v[5],
@@ -145,14 +152,21 @@ class Session:
     def run(self, n: int = 1, timeout: float | None = None) -> RunStats:
         """Runs the model n times back to back; counts are per run (see RunStats). The input
         lives in the model's arena and a run may overwrite it (as in TFLite Micro), so runs
-        after the first see other data: :meth:`run_each` re-sends the input before each run."""
+        after the first see other data: :meth:`run_each` re-sends the input before each run.
+        timeout: seconds the n runs may take from sending RUN (default: the session's
+        run_timeout); past it, BoardStalled ("board stalled: RUN sent 30.0 s ago, ...")."""
         if n < 1:
             raise MicroError("run(n) needs n >= 1")
-        return _stats(self._call(CMD_RUN, struct.pack("<I", n), long=True, long_timeout=timeout))
+        _check_timeout(timeout, "run timeout")
+        st = _stats(self._call(CMD_RUN, struct.pack("<I", n), long=True, long_timeout=timeout), self.rpc.name)
+        if st.runs != n and not st.rc:  # only a model error stops the runs early
+            raise MicroError(f"{self.rpc.name}: RUN answered with {st.runs} runs for {n} asked: not the result "
+                             "of this request")
+        return st
 
     def run_each(self, data, n: int = 1, timeout: float | None = None) -> RunStats:
         """Upload ``data`` and run once, ``n`` times; statistics over the n runs (the output is
-        the last run's, on ``data``)."""
+        the last run's, on ``data``). timeout: per run, as in :meth:`run`."""
         if n < 1:
             raise MicroError("run_each(n) needs n >= 1")
         runs = []
@@ -168,14 +182,21 @@ class Session:
         total, step = self.info().output_bytes, min(self.info().max_payload, MAX_LEN) - 1
         out = b"".join(self._call(CMD_GET_OUTPUT, struct.pack("<IH", off, min(step, total - off)))
                        for off in range(0, total, step))
+        if len(out) != total:
+            raise MicroError(f"{self.rpc.name}: GET_OUTPUT answers hold {len(out)} bytes, the output has {total}")
         return np.frombuffer(out, dtype=np.int8).copy()
 
     def stats(self) -> RunStats:
-        return _stats(self._call(CMD_STATS))
+        return _stats(self._call(CMD_STATS), self.rpc.name)
 
-    def calibrate(self, n: int = 1000) -> int:
-        """Count for a known loop of exactly 2n+1 instructions plus the call: 2n+2 on QEMU."""
-        return struct.unpack("<Q", self._call(CMD_CALIBRATE, struct.pack("<I", n), long=True))[0]
+    def calibrate(self, n: int = 1000, timeout: float | None = None) -> int:
+        """Count for a known loop of exactly 2n+1 instructions plus the call: 2n+2 on QEMU.
+        timeout: as in :meth:`run`."""
+        _check_timeout(timeout, "calibrate timeout")
+        d = self._call(CMD_CALIBRATE, struct.pack("<I", n), long=True, long_timeout=timeout)
+        if len(d) != 8:
+            raise MicroError(f"{self.rpc.name}: CALIBRATE answer has {len(d)} bytes, expected 8")
+        return struct.unpack("<Q", d)[0]
 
     def memory(self) -> MemoryReport:
         """ELF section sizes + the measured peak stack, with the link's budgets (needs project_dir)."""
@@ -196,7 +217,14 @@ class Session:
         return rep
 
 
-def _stats(d: bytes) -> RunStats:
+def _check_timeout(timeout: float | None, what: str) -> None:
+    if timeout is not None and not timeout > 0:
+        raise MicroError(f"{what} must be > 0 s, got {timeout!r}")
+
+
+def _stats(d: bytes, name: str) -> RunStats:
+    if len(d) < struct.calcsize(STATS_FMT):
+        raise MicroError(f"{name}: statistics answer has {len(d)} bytes, expected {struct.calcsize(STATS_FMT)}")
     v = struct.unpack_from(STATS_FMT, d)
     return RunStats(counter=COUNTERS.get(v[0]), stack_overflow=bool(v[1]), runs=v[3], total=v[4],
                     min=v[5] if v[3] else 0, max=v[6], peak_stack_bytes=v[7], run_stack_bytes=v[8], stack_bytes=v[9],
@@ -204,11 +232,12 @@ def _stats(d: bytes) -> RunStats:
 
 
 def measure(project_dir: str, data=None, n: int = 1, options: dict | None = None,
-            check_fit: bool = True) -> tuple[np.ndarray, RunStats, MemoryReport]:
+            check_fit: bool = True, run_timeout: float = 600.0) -> tuple[np.ndarray, RunStats, MemoryReport]:
     """One call for a CLI: open a session on a built project, upload ``data`` (zeros if None),
     run n times, and return (output int8 array, RunStats, MemoryReport with the peak stack).
-    check_fit: raise DoesNotFit if .data + .bss + peak stack exceed the SRAM budget."""
-    with Session(project_dir, options=options) as s:
+    check_fit: raise DoesNotFit if .data + .bss + peak stack exceed the SRAM budget;
+    run_timeout: seconds each run may take (see Session)."""
+    with Session(project_dir, options=options, run_timeout=run_timeout) as s:
         stats = s.run_each(np.zeros(s.info().input_bytes, np.int8) if data is None else data, n)
         out = s.get_output()
         rep = s.check_fit() if check_fit else s.memory()

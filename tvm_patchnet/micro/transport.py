@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import subprocess
+import time
 
 from .errors import BoardNotFound, ToolNotFound, TransportError
 
@@ -82,17 +83,30 @@ class QemuTransport(Transport):
         return TransportError(f"QEMU ({self.machine}) exited with code {rc}{tail}")
 
     def write(self, data: bytes, timeout: float) -> None:
-        try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._died() from None
+        """All of data; TransportError if QEMU exited or took none of it for timeout s (a stopped
+        emulator with a full pipe)."""
+        fd, view = self.proc.stdin.fileno(), memoryview(data)
+        while view:
+            _, ready, _ = select.select([], [fd], [], max(timeout, 0))
+            if not ready:
+                if self.proc.poll() is not None:
+                    raise self._died()
+                raise TransportError(f"QEMU ({self.machine}) took no input for {timeout:g} s (stopped?)")
+            try:
+                view = view[os.write(fd, view):]
+            except OSError:  # EPIPE: QEMU exited
+                raise self._died() from None
 
     def read(self, n: int, timeout: float) -> bytes:
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0))
-        if not ready:
-            return b""
+        """Up to n bytes; b"" after timeout s. QEMU's exit ends the wait at once (end of file on
+        its stdout) and raises TransportError; the process is also polled every second, in case
+        something else holds the pipe open."""
+        fd, end = self.proc.stdout.fileno(), time.monotonic() + max(timeout, 0)
+        while not select.select([fd], [], [], min(max(end - time.monotonic(), 0), 1.0))[0]:
+            if self.proc.poll() is not None:
+                raise self._died()
+            if time.monotonic() >= end:
+                return b""
         data = os.read(fd, n)
         if not data:
             raise self._died()
@@ -101,6 +115,7 @@ class QemuTransport(Transport):
     def close(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT)  # a stopped QEMU acts on SIGTERM only once continued
                 self.proc.terminate()
                 try:
                     self.proc.wait(timeout=5)

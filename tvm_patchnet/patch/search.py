@@ -45,7 +45,7 @@ def resolve_plan(graph: Graph, patches=None, split=None, sram_bytes: int | None 
     layer by layer, or with ``sram_bytes`` the cheapest setting that fits; ``patches`` 1:
     layer by layer. Returns None for layer-by-layer execution."""
     if patches is None and split is None:
-        return choose_plan(graph, sram_bytes=sram_bytes) if sram_bytes else None
+        return choose_plan(graph, sram_bytes=sram_bytes) if sram_bytes is not None else None
     if patches is None or split is None:
         raise PatchnetError("--patches and --split go together (each a number or 'auto')")
     if patches == 1:
