@@ -1,6 +1,7 @@
 """Build int8 graphs op by op: built-in architectures and quantized float models use this.
 
-The builder draws int8 weights and real-valued biases from a seeded generator; ``finish()``
+The builder draws int8 weights and real-valued biases from a seeded generator (every tensor is
+checked against the graph's size limit before anything is allocated); ``finish()``
 then calibrates like post-training quantization: it runs the network once in float (NumPy, the
 reference kernels of ``frontend.float_exec``) on a seeded input, fake-quantizing every
 activation, and takes each activation's scale and zero point from its observed range. So a
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .errors import PatchnetError
 from .graph import Graph, Op, Tensor
+from .graph_checks import shape_problem
 from .quant import act_range
 
 
@@ -66,7 +69,15 @@ class GraphBuilder:
         self._count[base] = k + 1
         return f"{base}_{k}"
 
+    def _check(self, name: str, shape, dtype: str) -> None:
+        """Refuse a tensor the graph could not hold (:data:`~tvm_patchnet.graph_checks.MAX_TENSOR_BYTES`)
+        before anything of that size is allocated."""
+        problem = shape_problem(tuple(int(s) for s in shape), dtype)
+        if problem:
+            raise PatchnetError(f"{self.name}: tensor '{name}': {problem}")
+
     def _tensor(self, name, shape, dtype="int8", scale=None, zp=0, data=None, axis=0) -> str:
+        self._check(name, shape, dtype)
         self.tensors[name] = Tensor(
             name,
             tuple(int(s) for s in shape),
@@ -86,6 +97,7 @@ class GraphBuilder:
         return out
 
     def _weights(self, name, shape, fan_in, per_channel_axis=0) -> tuple[str, np.ndarray]:
+        self._check(name, shape, "int8")
         data = self.rng.integers(-127, 128, size=shape, dtype=np.int8)
         n = shape[per_channel_axis]
         # Real weights with a std of ~1/sqrt(fan_in) (He-style): outputs keep the size of the
@@ -194,8 +206,9 @@ class GraphBuilder:
     def finish(self, outputs: list[str] | str) -> Graph:
         outputs = [outputs] if isinstance(outputs, str) else list(outputs)
         g = Graph(self.name, self.tensors, self.ops, list(self.inputs), outputs)
-        g.validate()
+        g.validate()  # shapes and sizes, before calibration allocates the activations
         _calibrate(g, self.rng)
+        g.validate()  # the calibrated scales, zero points and biases
         return g
 
 
@@ -238,6 +251,7 @@ def _calibrate(g: Graph, rng: np.random.Generator) -> None:
             b = g.t(op.inputs[2])
             s_in = g.t(op.inputs[0]).s
             b.scale = (s_in * g.t(op.inputs[1]).scale).astype(np.float32).reshape(-1)
+            b.zero_point = np.zeros(b.scale.size, np.int32)  # one per scale (per tensor for FC)
             b.data = np.round(bias / np.broadcast_to(b.scale, bias.shape)).astype(np.int32)
         if op.kind not in _FIXED_QUANT:
             op.attrs["act_range"] = act_range(act, float(out.scale[0]), zp)

@@ -10,6 +10,10 @@ Conventions (TFLite's, so imported models need no re-layout):
 - biases are int32 with scale ``s_in * s_w[c]`` and zero point 0;
 - fused activations are stored as an int8 clamp range ``(act_min, act_max)``.
 Ops are kept in a topological order; ``Op.block`` numbers blocks from 0 (the stem conv).
+
+:meth:`Graph.validate` holds the rules every frontend's graph must meet (tensor shapes and the
+:data:`MAX_TENSOR_BYTES` limit, quantization parameters, op geometry), so a bad model is
+refused with one line before any analysis runs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import PatchnetError
+from .graph_checks import op_problem, printable, tensor_problem
 
 #: Op kinds the int8 graph knows. Each has an integer-only kernel in ``tvm_patchnet.kernels``.
 OP_KINDS = (
@@ -146,15 +151,49 @@ class Graph:
         return sum(self.tensors[n].nbytes for n in op.inputs if n and self.tensors[n].const)
 
     def validate(self) -> None:
-        """Check names, order and kinds; raise :class:`PatchnetError` naming the bad op."""
+        """Check every tensor and op; raise a one-line :class:`PatchnetError` naming the culprit.
+
+        Tensors: see :func:`~tvm_patchnet.graph_checks.tensor_problem`. Ops: known kind, inputs produced before use, one
+        producer per tensor, and the per-kind geometry of :func:`op_problem` (ranks, channels,
+        strides / dilations / windows >= 1, output shapes that agree with the inputs; :mod:`.graph_checks`).
+        """
+        src = self.meta.get("source") or self.name
+        for n, t in self.tensors.items():
+            problem = tensor_problem(t)
+            if problem:
+                raise PatchnetError(f"{src}: {self.tensor_label(n)}: {problem}")
+        for n in list(self.inputs) + list(self.outputs):
+            if n not in self.tensors:
+                raise PatchnetError(f"{src}: graph input/output '{printable(n)}' is not a tensor of the graph")
+        if not self.inputs or not self.outputs:
+            raise PatchnetError(f"{src}: the graph needs at least one input and one output")
+        for n in list(self.inputs) + list(self.outputs):
+            if self.tensors[n].const:
+                raise PatchnetError(f"{src}: graph input/output {self.tensor_label(n)} is a constant")
         known = {n for n, t in self.tensors.items() if t.const} | set(self.inputs)
+        produced = set(self.inputs)
         for i, op in enumerate(self.ops):
+            where = f"{src}: {op.origin or f'op {i} ({op.name})'}"
             if op.kind not in OP_KINDS:
-                raise PatchnetError(f"op {i} ({op.name}): unknown kind '{op.kind}'")
+                raise PatchnetError(f"{where}: unknown kind '{op.kind}'")
             for n in op.inputs:
                 if n and n not in known:
-                    raise PatchnetError(f"op {i} ({op.name}): input '{n}' is used before it is produced")
+                    raise PatchnetError(f"{where}: input '{printable(n)}' is used before it is produced")
+            if not op.outputs:
+                raise PatchnetError(f"{where}: the op has no output")
+            for n in op.outputs:
+                if n not in self.tensors or self.tensors[n].const or n in produced:
+                    raise PatchnetError(f"{where}: output '{printable(n)}' is a constant, unknown or written twice")
+                produced.add(n)
+            problem = op_problem(self, op)
+            if problem:
+                raise PatchnetError(f"{where}: {problem}")
             known.update(op.outputs)
         for n in self.outputs:
             if n not in known:
-                raise PatchnetError(f"graph output '{n}' is never produced")
+                raise PatchnetError(f"{src}: graph output '{printable(n)}' is never produced")
+
+    def tensor_label(self, name: str) -> str:
+        """``tensor 7 'conv1/weights'`` (the index is the source file's, when known)."""
+        idx = self.meta.get("tensor_index", {}).get(name)
+        return f"tensor {'' if idx is None else f'{idx} '}'{printable(name)}'"

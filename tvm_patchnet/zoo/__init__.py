@@ -65,9 +65,10 @@ def list_architectures() -> list[str]:
 
 
 def get_architecture(name: str, resolution: int | None = None, width: float | None = None, seed: int = 0) -> Graph:
-    """Build architecture ``name`` for a ``resolution`` x ``resolution`` RGB input (pixels, >= 32).
+    """Build architecture ``name`` for a ``resolution`` x ``resolution`` RGB input (pixels, 32 to 1024:
+    :data:`~tvm_patchnet.zoo.blocks.MIN_RESOLUTION` / :data:`~tvm_patchnet.zoo.blocks.MAX_RESOLUTION`).
 
-    ``width`` is a channel multiplier (only ``mobilenetv2`` and ``mbv2-rd`` take one other than 1.0); ``None``
+    ``width`` is a channel multiplier in (0, 4] (only ``mobilenetv2`` and ``mbv2-rd`` take one other than 1.0); ``None``
     means the architecture's default for both. Raises :class:`PatchnetError` (one line) on an
     unknown name or a width / resolution the architecture cannot take.
     """

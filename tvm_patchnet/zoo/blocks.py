@@ -8,8 +8,9 @@ connected; logits, no softmax) is the last block. All convs use SAME padding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from numbers import Integral
+from numbers import Integral, Real
 
 from ..builder import GraphBuilder
 from ..errors import PatchnetError
@@ -18,13 +19,29 @@ from .configs import MBBlockSpec, NetSpec
 
 #: Smallest input side (pixels): the networks downsample 32x, so the last feature map stays >= 1x1.
 MIN_RESOLUTION = 32
+#: Largest input side (pixels). A 1024x1024 RGB int8 input alone is 3 MiB, more than any
+#: microcontroller's SRAM; MCUNet-class models use 48-480. Building the largest setting
+#: (MobileNetV2, width 4, 1024x1024) takes about 20 s and 2.5 GB of host memory.
+MAX_RESOLUTION = 1024
+#: Largest width multiplier (published MobileNetV2 variants stop at 1.4).
+MAX_WIDTH = 4.0
 
 
 def check_resolution(arch: str, resolution: object) -> int:
     """Return ``resolution`` (input side, pixels) or raise a one-line :class:`PatchnetError`."""
-    if isinstance(resolution, bool) or not isinstance(resolution, Integral) or resolution < MIN_RESOLUTION:
-        raise PatchnetError(f"{arch}: resolution must be an integer >= {MIN_RESOLUTION} pixels, got {resolution!r}")
+    if (isinstance(resolution, bool) or not isinstance(resolution, Integral)
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION):
+        raise PatchnetError(f"{arch}: resolution must be an integer >= {MIN_RESOLUTION} and <= {MAX_RESOLUTION} "
+                            f"pixels, got {resolution!r}")
     return int(resolution)
+
+
+def check_width(arch: str, width: object) -> float:
+    """Return ``width`` (channel multiplier) or raise a one-line :class:`PatchnetError`."""
+    if (isinstance(width, bool) or not isinstance(width, Real) or not math.isfinite(width)
+            or not 0 < width <= MAX_WIDTH):
+        raise PatchnetError(f"{arch}: width must be a finite number > 0 and <= {MAX_WIDTH:g}, got {width!r}")
+    return float(width)
 
 
 def mbconv(in_ch: int, out_ch: int, kernel: int, stride: int, expand: float, act: str, se: int = 0) -> MBBlockSpec:

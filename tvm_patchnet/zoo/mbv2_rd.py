@@ -36,12 +36,8 @@ Channels follow :mod:`~tvm_patchnet.zoo.mobilenetv2` (torchvision rounding for `
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
-from ..errors import PatchnetError
 from ..graph import Graph
-from .blocks import build_net, stage_blocks
+from .blocks import build_net, check_resolution, check_width, stage_blocks
 from .configs import ConvSpec, NetSpec
 from .mobilenetv2 import _make_divisible
 
@@ -52,8 +48,8 @@ _STAGES = ((1, 1, 1, 1, 16), (6, 3, 2, 1, 24), (6, 3, 2, 4, 32), (6, 3, 2, 4, 64
 
 def mbv2_rd_spec(width: float = 1.0, resolution: int = 224) -> NetSpec:
     """The MbV2-RD layer list for width multiplier ``width`` and default input side ``resolution`` (pixels)."""
-    if isinstance(width, bool) or not isinstance(width, Real) or not math.isfinite(width) or width <= 0:
-        raise PatchnetError(f"mbv2-rd: width must be a finite number > 0, got {width!r}")
+    check_width("mbv2-rd", width)
+    check_resolution("mbv2-rd", resolution)
     stem = _make_divisible(32 * width)
     rows = [(t, k, s, n, _make_divisible(c * width), False) for t, k, s, n, c in _STAGES]
     last = _make_divisible(1280 * width) if width > 1.0 else 1280

@@ -8,12 +8,8 @@ At width 1.0 and 224x224: about 300.8M MACs and 3.5M parameters.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
-from ..errors import PatchnetError
 from ..graph import Graph
-from .blocks import build_net, stage_blocks
+from .blocks import build_net, check_resolution, check_width, stage_blocks
 from .configs import ConvSpec, NetSpec
 
 #: Inverted residual stages (expand ratio t, output channels c, repeats n, first stride s), Table 2 of the paper.
@@ -28,8 +24,8 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 def mobilenetv2_spec(width: float = 1.0, resolution: int = 224, keep_last_channel: bool = True) -> NetSpec:
     """The MobileNetV2 layer list for width multiplier ``width`` and default input side ``resolution`` (pixels)."""
-    if isinstance(width, bool) or not isinstance(width, Real) or not math.isfinite(width) or width <= 0:
-        raise PatchnetError(f"mobilenetv2: width must be a finite number > 0, got {width!r}")
+    check_width("mobilenetv2", width)
+    check_resolution("mobilenetv2", resolution)
     stem = _make_divisible(32 * width)
     rows = [(t, 3, s, n, _make_divisible(c * width), False) for t, c, n, s in _STAGES]
     last = _make_divisible(1280 * width) if width > 1.0 or not keep_last_channel else 1280
