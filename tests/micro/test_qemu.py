@@ -114,14 +114,21 @@ def test_stack_overflow_on_f412_is_reported_and_board_recovers(tmp_path):
         assert s.ping(b"back") == b"back"  # the firmware reset and answers again
 
 
-def test_firmware_of_another_protocol_is_refused(built, tmp_path):
-    d = str(tmp_path / "old")
-    shutil.copytree(built("qemu-m4"), d)
-    h = os.path.join(d, "common", "rpc.h")
-    with open(h) as f:
+def _edited_copy(project: str, dst: str, rel: str, old: str, new: str) -> str:
+    """A copy of ``project`` with ``old`` replaced by ``new`` in its file ``rel``."""
+    shutil.copytree(project, dst)
+    path = os.path.join(dst, *rel.split("/"))
+    with open(path) as f:
         text = f.read()
-    with open(h, "w") as f:
-        f.write(text.replace(f"#define RPC_PROTO_VERSION {PROTO_VERSION}", "#define RPC_PROTO_VERSION 1"))
+    assert old in text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+    return dst
+
+
+def test_firmware_of_another_protocol_is_refused(built, tmp_path):
+    d = _edited_copy(built("qemu-m4"), str(tmp_path / "old"), "common/rpc.h",
+                     f"#define RPC_PROTO_VERSION {PROTO_VERSION}", "#define RPC_PROTO_VERSION 1")
     micro.build(d)
     with micro.Session(d) as s, pytest.raises(micro.MicroError) as e:
         s.set_input(bytes(48))
@@ -145,13 +152,8 @@ def test_nucleo_f412_firmware_on_qemu_stm32f405(built, tmp_path):
     USART3 address and flash at 0x08000000: the F412 firmware runs there unchanged except for
     SRAM (the F405 has 128 KB). It checks start-up from flash and the hand-written USART driver.
     QEMU models no DWT, so cycle counts read 0."""
-    d = str(tmp_path / "f412")
-    shutil.copytree(built("nucleo-f412zg"), d)
-    ld = os.path.join(d, "board", "memory.ld")
-    with open(ld) as f:
-        text = f.read()
-    with open(ld, "w") as f:
-        f.write(text.replace("LENGTH = 256K", "LENGTH = 128K"))
+    d = _edited_copy(built("nucleo-f412zg"), str(tmp_path / "f412"), "board/memory.ld", "LENGTH = 256K",
+                     "LENGTH = 128K")
     micro.build(d)
 
     class F405(QemuTransport):
