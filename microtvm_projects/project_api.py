@@ -320,8 +320,8 @@ def diagnostics(log: str, most: int = 5) -> list[str]:
 
 def _check_codegen(codegen_dir: str) -> list[str]:
     """The files of ``codegen_dir`` (relative paths; folders and .c / .h files named
-    [A-Za-z_][A-Za-z0-9_]*, regular files, no links), after checking model.h has the three
-    sizes and a .c file defines the entry point. One-line MicroError otherwise: the names end
+    [A-Za-z_][A-Za-z0-9_]*, regular files, no links), after checking model.h has the input and
+    output counts and sizes and the arena size, and a .c file defines the entry point. One-line MicroError otherwise: the names end
     up in make's recipes."""
     if not os.path.isdir(codegen_dir):
         raise MicroError(f"{codegen_dir}: no such folder of generated code")
@@ -341,7 +341,8 @@ def _check_codegen(codegen_dir: str) -> list[str]:
         raise MicroError(f"{codegen_dir}: no model.h (the generated code must provide it)")
     header = os.path.join(codegen_dir, "model.h")
     text = _read(header)
-    missing = [d for d in ("TVMGEN_INPUT_BYTES", "TVMGEN_OUTPUT_BYTES", "TVMGEN_ARENA_BYTES")
+    missing = [d for d in (*(f"TVMGEN_{k}" for k in ("NUM_INPUTS", "NUM_OUTPUTS", "INPUT_SIZES", "OUTPUT_SIZES",
+                                                     "INPUT_BYTES", "OUTPUT_BYTES")), "TVMGEN_ARENA_BYTES")
                if not re.search(rf"#\s*define\s+{d}\b", text)]
     if missing:
         raise MicroError(f"{header}: missing #define {', '.join(missing)}")

@@ -28,7 +28,7 @@ _OPTIONS = {
     "CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
     "FULLY_CONNECTED": "FullyConnectedOptions", "ADD": "AddOptions", "MUL": "MulOptions",
     "AVERAGE_POOL_2D": "Pool2DOptions", "MAX_POOL_2D": "Pool2DOptions", "MEAN": "ReducerOptions",
-    "PAD": "PadOptions", "TRANSPOSE": "TransposeOptions", "RESHAPE": "ReshapeOptions",
+    "PAD": "PadOptions", "PADV2": "PadV2Options", "TRANSPOSE": "TransposeOptions", "RESHAPE": "ReshapeOptions",
     "RESIZE_NEAREST_NEIGHBOR": "ResizeNearestNeighborOptions", "SOFTMAX": "SoftmaxOptions",
     "CONCATENATION": "ConcatenationOptions", "LOGISTIC": None, "QUANTIZE": None, "DEQUANTIZE": None,
 }

@@ -6,9 +6,9 @@
     src/model.tflite|.onnx                           what was compiled (for the host reference)
 
 ``run_model`` builds a board project around the archive (``microtvm_projects``), runs it over
-the serial RPC and, with ``check``, compares the board's output with the host build of the same
-int8 graph (the Relax VM on llvm), bit for bit. Sizes are bytes; on QEMU the count is executed
-instructions, on Nucleo boards DWT cycles.
+the serial RPC on the model's inputs (int8 or float32, one or several) and, with ``check``,
+compares every output with the host build of the same int8 graph (the Relax VM on llvm), bit for
+bit. Sizes are bytes; on QEMU the count is executed instructions, on Nucleo boards DWT cycles.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .archive import FORMAT, METADATA_VERSION, TARGET_BOARDS, check_output, read_archive, write_archive
+from .archive import FORMAT, METADATA_VERSION, TARGET_BOARDS, check_output, io_bytes, read_archive, write_archive
 from .errors import PatchnetError
 from .frontend import load_model
 
@@ -33,6 +33,8 @@ STACK_MIN_BYTES = 4096
 class CompileResult:
     path: str
     metadata: dict
+    #: why ``auto`` chose layer by layer (one line), None otherwise
+    note: str | None = None
 
 
 def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
@@ -54,9 +56,10 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
                             f"{', '.join(TARGET_BOARDS[target])}")
     check_output(out_path)  # before minutes of work, not after
     graph = load_model(model, resolution=resolution, width=width)
-    from .patch.search import resolve_plan
+    from .patch.search import resolve
 
-    plan = resolve_plan(graph, patches, split, sram_bytes)
+    chosen = resolve(graph, patches, split, sram_bytes)
+    plan = chosen.plan
     from .analysis.profile import profile
     from .codegen import emit_c
 
@@ -78,8 +81,8 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             "board": board,
             "arena_bytes": info.arena_bytes,
             "weight_bytes": info.weight_bytes,
-            "input": _io(graph, graph.inputs[0]),
-            "output": _io(graph, graph.outputs[0]),
+            "inputs": [_io(graph, n) for n in graph.inputs],
+            "outputs": [_io(graph, n) for n in graph.outputs],
             "planner": planner,
             "arena_lower_bound_bytes": info.memory.lower_bound_bytes,
             "allocations": [{"name": a.name, "offset": a.offset, "bytes": a.size, "first_op": a.first,
@@ -93,7 +96,7 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f, indent=2)
         write_archive(tmp, out_path)
-    return CompileResult(out_path, meta)
+    return CompileResult(out_path, meta, chosen.note)
 
 
 def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> None:
@@ -115,9 +118,11 @@ def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> 
 
 
 def _io(graph, name: str) -> dict:
+    """An ``inputs`` / ``outputs`` entry: float32 tensors have no quantization (null)."""
     t = graph.t(name)
-    return {"name": name, "shape": list(t.shape), "dtype": t.dtype, "scale": t.s if t.is_quantized else None,
-            "zero_point": t.zp}
+    q = t.is_quantized
+    return {"name": name, "shape": list(t.shape), "dtype": t.dtype, "scale": t.s if q else None,
+            "zero_point": t.zp if q else None}
 
 
 def _store_source(model: str, resolution, width, tmp: str) -> dict:
@@ -131,7 +136,10 @@ def _store_source(model: str, resolution, width, tmp: str) -> dict:
 
 @dataclass
 class RunReport:
-    """One measured run on a board. Bytes; ``count`` is per run, in ``counter`` units."""
+    """One measured run on a board. Bytes; ``count`` is per run, in ``counter`` units.
+    ``outputs``: every output, in order, as ``{name, shape, dtype, values}`` (values nested
+    lists in the shape; float32 values are the exact floats); ``mismatches``: names of the
+    outputs that differ from the host reference (with ``check``)."""
 
     board: str
     memory_map: str | None
@@ -147,15 +155,20 @@ class RunReport:
     planner_peak_bytes: int
     input_bytes: int
     output_bytes: int
-    output: list
+    outputs: list[dict]
     reference_match: bool | None = None
     patched: bool = False
+    mismatches: list[str] = field(default_factory=list)
 
     @property
     def other_sram_bytes(self) -> int:
-        """Measured SRAM outside the arena (which holds the input and output) and the stack: RPC
+        """Measured SRAM outside the arena (which holds the inputs and outputs) and the stack: RPC
         buffers, firmware state."""
         return self.sram_bytes - self.arena_bytes - self.stack_peak_bytes
+
+    def arrays(self) -> list[np.ndarray]:
+        """The outputs as NumPy arrays (their shapes and dtypes)."""
+        return [np.asarray(o["values"], dtype=o["dtype"]).reshape(o["shape"]) for o in self.outputs]
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -183,15 +196,18 @@ def run_timeout(meta: dict, counter: str | None, cpu_hz: int) -> float:
     return round(30.0 + 2 * work / speed)
 
 
-def run_model(archive: str, board: str | None = None, memory_map: str | None = None, x: np.ndarray | None = None,
-              repeat: int = 1, check: bool = False, work_dir: str | None = None,
+def run_model(archive: str, board: str | None = None, memory_map: str | None = None,
+              x: np.ndarray | list | dict | None = None, repeat: int = 1, check: bool = False, work_dir: str | None = None,
               timeout: float | None = None) -> RunReport:
     """Build ``archive`` for ``board`` (default: the one it was compiled for), run it ``repeat``
-    times on input ``x`` (seeded random int8 if None) and measure it.
+    times on inputs ``x`` and measure it.
 
-    ``work_dir``: keep the extracted model and the board project there (a new or empty folder;
-    default: a temporary folder, removed). ``timeout``: seconds one run may take (default:
-    :func:`run_timeout`). A result is either confirmed by the board or an error.
+    ``x``: the model's inputs: a list in order, a dict by input name (or ``arr_0``, ``arr_1``,
+    ... in order, as ``np.savez`` names them), one array for a one-input model, or None for
+    seeded random inputs (int8: the full range; float32: standard normal). Shapes and dtypes
+    must be the model's. ``work_dir``: keep the extracted model and the board project there (a
+    new or empty folder; default: a temporary folder, removed). ``timeout``: seconds one run may
+    take (default: :func:`run_timeout`). A result is either confirmed by the board or an error.
     """
     from . import micro
 
@@ -204,12 +220,7 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
         model_dir = os.path.join(work, "model")
         meta = read_archive(archive, model_dir)
         board = board or meta["board"]
-        shape, dtype = tuple(meta["input"]["shape"]), meta["input"]["dtype"]
-        if x is None:
-            x = np.random.default_rng(0).integers(-128, 128, size=shape, dtype=np.int8)
-        x = np.asarray(x)
-        if tuple(x.shape) != shape or str(x.dtype) != dtype:
-            raise PatchnetError(f"input has shape {list(x.shape)} {x.dtype}, the model expects {list(shape)} {dtype}")
+        xs = model_inputs(meta, x)
         project = os.path.join(work, "project")
         micro.create_project(os.path.join(model_dir, "codegen", "host", "src"), board, project,
                              memory_map=memory_map)
@@ -224,22 +235,95 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             info = s.info()
             _check_device(info, meta, archive)
             limit = timeout or run_timeout(meta, info.counter, info.cpu_hz)
-            stats = s.run_each(x, repeat, timeout=limit)
-            y = np.asarray(s.get_output(), np.int8).reshape(meta["output"]["shape"])
+            stats = s.run_each(xs, repeat, timeout=limit)
+            ys = split_outputs(meta, s.get_output().tobytes())
             mem = s.check_fit()  # .data + .bss + peak stack against the board's (or map's) SRAM
-        match = bool(np.array_equal(y, _host_reference(meta, model_dir, x))) if check else None
+        mismatches = []
+        if check:
+            ref = _host_reference(meta, model_dir, xs)
+            mismatches = [o["name"] for o, y, r in zip(meta["outputs"], ys, ref) if not _identical(y, r)]
     planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]
+    outputs = [{"name": o["name"], "shape": o["shape"], "dtype": o["dtype"], "values": y.tolist()}
+               for o, y in zip(meta["outputs"], ys)]
     return RunReport(board, memory_map, stats.counter, stats.per_run, info.cpu_hz, mem.sram_bytes or 0,
                      mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], planner_peak,
-                     info.input_bytes, info.output_bytes, y.tolist(), match, meta["patch"] is not None)
+                     info.input_bytes, info.output_bytes, outputs, (not mismatches) if check else None,
+                     meta["patch"] is not None, mismatches)
+
+
+def model_inputs(meta: dict, x: np.ndarray | list | dict | None) -> list[np.ndarray]:
+    """The inputs ``x`` (see :func:`run_model`) as a list in the model's order, each checked
+    against metadata.json's shape and dtype; one-line :class:`PatchnetError` otherwise."""
+    specs = meta["inputs"]
+    names = [e["name"] for e in specs]
+    if x is None:
+        rng = np.random.default_rng(0)
+        return [rng.integers(-128, 128, size=e["shape"], dtype=np.int8) if e["dtype"] == "int8"
+                else rng.standard_normal(e["shape"]).astype(e["dtype"]) for e in specs]
+    if isinstance(x, dict):
+        xs = _by_name(x, names)
+    elif isinstance(x, (list, tuple)):
+        xs = list(x)
+        if len(xs) != len(specs):
+            raise PatchnetError(f"{len(xs)} input(s) given, the model takes {len(specs)}: {_quoted(names)}")
+    else:
+        if len(specs) != 1:
+            raise PatchnetError(f"one input given, the model takes {len(specs)}: {_quoted(names)} "
+                                "(pass them in an .npz)")
+        xs = [x]
+    out = []
+    for e, a in zip(specs, xs):
+        a = np.asarray(a)
+        if list(a.shape) != list(e["shape"]) or str(a.dtype) != e["dtype"]:
+            raise PatchnetError(f"input '{e['name']}' has shape {list(a.shape)} {a.dtype}, the model expects "
+                                f"{list(e['shape'])} {e['dtype']}")
+        out.append(np.ascontiguousarray(a))
+    return out
+
+
+def _by_name(x: dict, names: list[str]) -> list:
+    """Inputs keyed by input name, or ``arr_0``, ``arr_1``, ... in order (``np.savez``)."""
+    keys = set(x)
+    if keys != set(names) and keys == {f"arr_{i}" for i in range(len(names))}:
+        return [x[f"arr_{i}"] for i in range(len(names))]
+    missing, extra = [n for n in names if n not in keys], sorted(keys - set(names))
+    if missing or extra:
+        parts = ([f"missing {_quoted(missing)}"] if missing else []) + ([f"unknown {_quoted(extra)}"] if extra else [])
+        raise PatchnetError(f"inputs: {'; '.join(parts)} (the model's inputs: {_quoted(names)}, or arr_0.. in order)")
+    return [x[n] for n in names]
+
+
+def _quoted(names) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def split_outputs(meta: dict, raw: bytes) -> list[np.ndarray]:
+    """The outputs one after the other (``raw``, as GET_OUTPUT reads them) as arrays in
+    metadata.json's shapes and dtypes (little-endian, as the boards store them)."""
+    out, off = [], 0
+    for e in meta["outputs"]:
+        n = io_bytes(e)
+        out.append(np.frombuffer(raw[off:off + n], np.dtype(e["dtype"]).newbyteorder("<")).astype(e["dtype"])
+                   .reshape(e["shape"]))
+        off += n
+    if off != len(raw):
+        raise PatchnetError(f"the board sent {len(raw):,} B of outputs, metadata.json describes {off:,} B")
+    return out
+
+
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape, dtype and bytes: int8 bit for bit, float32 the exact same floats."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def _check_device(info, meta: dict, archive: str) -> None:
     """The built firmware's sizes against metadata.json (a second check after model.h's)."""
-    want = {"input": (info.input_bytes, int(np.prod(meta["input"]["shape"]))),
-            "output": (info.output_bytes, int(np.prod(meta["output"]["shape"]))),
+    want = {"inputs": (info.input_bytes, sum(io_bytes(e) for e in meta["inputs"])),
+            "outputs": (info.output_bytes, sum(io_bytes(e) for e in meta["outputs"])),
             "arena_bytes": (info.arena_bytes, meta["arena_bytes"])}
     bad = [f"{k} {m:,} B (the firmware has {d:,} B)" for k, (d, m) in want.items() if d != m]
+    counts = {"inputs": (info.num_inputs, len(meta["inputs"])), "outputs": (info.num_outputs, len(meta["outputs"]))}
+    bad += [f"{m} {k} (the firmware has {d})" for k, (d, m) in counts.items() if d != m]
     if bad:
         raise PatchnetError(f"{archive}: metadata.json does not match the built firmware: {'; '.join(bad)}")
 
@@ -287,8 +371,8 @@ def _source_graph(meta: dict, model_dir: str):
     return load_model(src["builtin"], resolution=src["resolution"], width=src["width"])
 
 
-def _host_reference(meta: dict, model_dir: str, x: np.ndarray) -> np.ndarray:
+def _host_reference(meta: dict, model_dir: str, xs: list[np.ndarray]) -> list[np.ndarray]:
     """The unpatched int8 graph run on the host (Relax VM, llvm): the reference for the board."""
     from .runtime import run_graph
 
-    return run_graph(_source_graph(meta, model_dir), [x])[0].reshape(meta["output"]["shape"])
+    return [y.reshape(e["shape"]) for y, e in zip(run_graph(_source_graph(meta, model_dir), xs), meta["outputs"])]

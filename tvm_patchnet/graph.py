@@ -35,7 +35,7 @@ OP_KINDS = (
     "avg_pool2d",  # attrs: pool, strides, padding, act
     "max_pool2d",  # attrs: pool, strides, padding, act
     "mean",  # attrs: axes, keepdims
-    "pad",  # attrs: paddings [(before, after)] per axis
+    "pad",  # attrs: paddings [(before, after)] per axis; value (PADV2's fill; default: the zero point)
     "reshape",  # attrs: (none; output shape is the output tensor's)
     "transpose",  # attrs: perm
     "resize_nearest",  # attrs: align_corners, half_pixel_centers
@@ -104,6 +104,22 @@ class Op:
     block: int = -1
     #: source location for messages, e.g. "op 12 (CONV_2D)"
     origin: str = ""
+
+
+def pad_hw(op: Op) -> tuple[int, int, int, int] | None:
+    """A ``pad`` op's (top, left, bottom, right) when it pads only H and W of an NHWC tensor
+    (batch and channel pairs (0, 0)); None otherwise."""
+    pads = [tuple(int(v) for v in p) for p in op.attrs["paddings"]]
+    if len(pads) != 4 or pads[0] != (0, 0) or pads[3] != (0, 0):
+        return None
+    (top, bottom), (left, right) = pads[1], pads[2]
+    return top, left, bottom, right
+
+
+def pad_value(graph: Graph, op: Op) -> int:
+    """What a ``pad`` op fills with: its ``value`` attribute (TFLite PADV2's constant), else the
+    output's zero point (PAD's quantized zero)."""
+    return int(op.attrs.get("value", graph.t(op.outputs[0]).zp))
 
 
 @dataclass

@@ -236,6 +236,9 @@ def _pad(op: Op, ins, out) -> str | None:
     x = ins[0]
     if len(pads) != len(x.shape) or any(len(p) != 2 or min(p) < 0 for p in pads):
         return f"paddings {pads} must be one non-negative (before, after) pair per input dimension"
+    lo, hi = DTYPE_RANGES.get(out.dtype, (-(1 << 31), (1 << 31) - 1))
+    if "value" in op.attrs and not lo <= op.attrs["value"] <= hi:
+        return f"fill value {op.attrs['value']} is outside {out.dtype}'s range"
     expect = tuple(d + a + b for d, (a, b) in zip(x.shape, pads, strict=True))
     return None if expect == tuple(out.shape) else f"output shape {list(out.shape)}, the padding gives {list(expect)}"
 

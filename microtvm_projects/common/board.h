@@ -9,8 +9,9 @@
 /* What board_measure_call counts (sent in INFO/STATS so the host never calls instructions cycles). */
 enum { COUNTER_NONE = 0, COUNTER_CYCLES = 1, COUNTER_INSTRUCTIONS = 2 };
 
-/* Same signature as the generated entry point, so the model is measured without a wrapper. */
-typedef int (*call_fn)(const int8_t *input, int8_t *output);
+/* Same signature as the generated entry point, so the model is measured without a wrapper:
+ * tables of input / output pointers (NULL: the model's own tensors in its arena). */
+typedef int (*call_fn)(const void *const *inputs, void *const *outputs);
 
 void board_init(void);
 void board_uart_putc(uint8_t c);
@@ -19,13 +20,13 @@ int board_uart_getc(uint32_t timeout_ms);
 
 /* Calls fn(a, b) and stores in *count what it cost: DWT cycles on silicon, executed
  * instructions under QEMU (the blx and everything fn executes). Returns fn's result. */
-int board_measure_call(call_fn fn, const int8_t *a, int8_t *b, uint64_t *count);
+int board_measure_call(call_fn fn, const void *const *a, void *const *b, uint64_t *count);
 /* COUNTER_* actually available (QEMU without the plugin has none). */
 uint8_t board_counter_kind(void);
 
 /* A loop of exactly 2*n+1 instructions (subs/bne, then bx lr), n >= 1 passed in r0 as a
  * pointer so it goes through board_measure_call like the model: measured, it gives 2n+2. */
-int known_loop(const int8_t *n, int8_t *unused);
+int known_loop(const void *const *n, void *const *unused);
 
 void board_reset(void) __attribute__((noreturn));
 

@@ -14,7 +14,7 @@ void counter_init(void)
     DWT_CTRL |= 1u;         /* CYCCNTENA */
 }
 
-int board_measure_call(call_fn fn, const int8_t *a, int8_t *b, uint64_t *count)
+int board_measure_call(call_fn fn, const void *const *a, void *const *b, uint64_t *count)
 {
     uint32_t t0 = DWT_CYCCNT;
     int rc = fn(a, b);

@@ -4,11 +4,11 @@
 #define ICOUNT_MAGIC 0x544E4349u /* "ICNT" little-endian */
 
 extern const volatile uint32_t icount_mailbox[4];
-int icount_call(call_fn fn, const int8_t *a, int8_t *b);
+int icount_call(call_fn fn, const void *const *a, void *const *b);
 
 static uint8_t kind = 0xFF; /* unknown until the first measured call */
 
-int board_measure_call(call_fn fn, const int8_t *a, int8_t *b, uint64_t *count)
+int board_measure_call(call_fn fn, const void *const *a, void *const *b, uint64_t *count)
 {
     uint32_t seq = icount_mailbox[2];
     int rc = icount_call(fn, a, b);
@@ -27,7 +27,7 @@ uint8_t board_counter_kind(void)
 {
     if (kind == 0xFF) {
         uint64_t c;
-        board_measure_call(known_loop, (const int8_t *)1, 0, &c);
+        board_measure_call(known_loop, (const void *const *)1, 0, &c);
     }
     return kind;
 }

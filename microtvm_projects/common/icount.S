@@ -9,7 +9,7 @@
     .global icount_call
     .type icount_call, %function
     .thumb_func
-@ int icount_call(call_fn fn, const int8_t *a, int8_t *b): returns fn(a, b)
+@ int icount_call(call_fn fn, const void *const *a, void *const *b): returns fn(a, b)
 icount_call:
     push {r4, lr}
     mov  ip, r0

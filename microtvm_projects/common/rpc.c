@@ -13,10 +13,13 @@
 extern uint32_t __data_start[], __data_end[], __bss_start[], __bss_end[], __ram_start[], __ram_end[];
 extern uint32_t __stack_limit[];
 
-/* The model's input and output live in its arena (model.h): SET_INPUT and GET_OUTPUT use them
- * in place, so the firmware holds no copy. A run may overwrite the input: the host sends it
- * again before each run it wants an output of. */
+/* The model's inputs and outputs live in its arena (model.h): SET_INPUT and GET_OUTPUT use them
+ * in place, so the firmware holds no copy. Their offsets address the inputs (outputs) one after
+ * the other, in order, wherever each one sits in the arena. A run may overwrite the inputs: the
+ * host sends them again before each run it wants an output of. */
 static uint8_t rx[4 + RPC_MAX_PAYLOAD + 2]; /* cmd seq len payload crc */
+static const uint32_t input_sizes[TVMGEN_NUM_INPUTS] = TVMGEN_INPUT_SIZES;
+static const uint32_t output_sizes[TVMGEN_NUM_OUTPUTS] = TVMGEN_OUTPUT_SIZES;
 
 static struct {
     uint32_t runs, run_stack;
@@ -57,17 +60,52 @@ static void write_bytes(const uint8_t *p, uint32_t n)
         board_uart_putc(*p++);
 }
 
-/* Response = header + status + data (data sent in place: output can be large). */
-static void send(uint8_t cmd, uint8_t seq, uint8_t status, const uint8_t *data, uint32_t n)
+/* Byte off of the inputs (outputs: out = 1) one after the other: its address in the arena, and
+ * in *n the bytes of at most *n that follow it in the same tensor (0 past the last one). */
+static uint8_t *io_bytes(int out, uint32_t off, uint32_t *n)
+{
+    const uint32_t *sizes = out ? output_sizes : input_sizes;
+    int count = out ? TVMGEN_NUM_OUTPUTS : TVMGEN_NUM_INPUTS;
+    for (int i = 0; i < count; off -= sizes[i++]) {
+        if (off < sizes[i]) {
+            *n = *n < sizes[i] - off ? *n : sizes[i] - off;
+            return (uint8_t *)(out ? tvmgen_default_output(i) : tvmgen_default_input(i)) + off;
+        }
+    }
+    *n = 0;
+    return 0;
+}
+
+/* Byte off of an answer's data (of data, or of the outputs when data is NULL) and in *k how many
+ * bytes follow it contiguously, up to byte end. */
+static const uint8_t *data_at(const uint8_t *data, uint32_t off, uint32_t end, uint32_t *k)
+{
+    *k = end - off;
+    return data ? data + off : io_bytes(1, off, k);
+}
+
+/* Response = header + status + data (sent in place: outputs can be large). data NULL: the n
+ * bytes of the outputs from byte first (GET_OUTPUT). */
+static void send_from(uint8_t cmd, uint8_t seq, uint8_t status, const uint8_t *data, uint32_t first, uint32_t n)
 {
     uint8_t hdr[7] = {SYNC0, SYNC1, cmd, seq, 0, 0, status};
     put16(hdr + 4, n + 1);
-    uint16_t crc = crc16(crc16(0xFFFF, hdr + 2, 5), data, n);
+    uint16_t crc = crc16(0xFFFF, hdr + 2, 5);
+    uint32_t k;
+    for (uint32_t i = first; i < first + n; i += k)
+        crc = crc16(crc, data_at(data, i, first + n, &k), k);
     uint8_t tail[2];
     put16(tail, crc);
     write_bytes(hdr, sizeof hdr);
-    write_bytes(data, n);
+    for (uint32_t i = first; i < first + n; i += k)
+        write_bytes(data_at(data, i, first + n, &k), k);
     write_bytes(tail, 2);
+}
+
+/* A response with n bytes of data (data may be NULL when n is 0). */
+static void send(uint8_t cmd, uint8_t seq, uint8_t status, const uint8_t *data, uint32_t n)
+{
+    send_from(cmd, seq, status, data, 0, n);
 }
 
 /* Waits for a whole frame in rx. Returns the payload length, or -1 on a CRC error. */
@@ -138,7 +176,7 @@ static void do_run(uint8_t seq, uint32_t n)
     last.rc = 0;
     while (last.runs < n && last.rc == 0) {
         uint64_t c = 0;
-        last.rc = board_measure_call(tvmgen_default_run, tvmgen_default_input(), tvmgen_default_output(), &c);
+        last.rc = board_measure_call(tvmgen_default_run, 0, 0, &c); /* in place */
         last.runs++;
         last.total += c;
         last.min = c < last.min ? c : last.min;
@@ -152,7 +190,7 @@ static void do_run(uint8_t seq, uint32_t n)
 static void do_info(uint8_t seq)
 {
     static const char name[] = BOARD_NAME;
-    uint8_t b[36 + sizeof name - 1];
+    uint8_t b[40 + sizeof name - 1];
     b[0] = RPC_PROTO_VERSION;
     b[1] = board_counter_kind();
     put16(b + 2, RPC_MAX_PAYLOAD);
@@ -164,7 +202,10 @@ static void do_info(uint8_t seq)
     put32(b + 24, (uint32_t)((uintptr_t)__data_end - (uintptr_t)__data_start));
     put32(b + 28, (uint32_t)((uintptr_t)__bss_end - (uintptr_t)__bss_start));
     put32(b + 32, stack_usable_bytes());
-    memcpy(b + 36, name, sizeof name - 1);
+    b[36] = TVMGEN_NUM_INPUTS;
+    b[37] = TVMGEN_NUM_OUTPUTS;
+    put16(b + 38, 0);
+    memcpy(b + 40, name, sizeof name - 1);
     send(CMD_INFO | 0x80, seq, STATUS_OK, b, sizeof b);
 }
 
@@ -184,10 +225,14 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         do_info(seq);
         return;
     case CMD_SET_INPUT: {
-        uint32_t off = len >= 4 ? get32(p) : ~0u, n = len - 4;
+        uint32_t off = len >= 4 ? get32(p) : ~0u, n = len - 4, k;
         if (len < 4 || off > TVMGEN_INPUT_BYTES || n > TVMGEN_INPUT_BYTES - off)
             break;
-        memcpy(tvmgen_default_input() + off, p + 4, n);
+        for (p += 4; n; off += k, p += k, n -= k) { /* across inputs */
+            k = n;
+            uint8_t *dst = io_bytes(0, off, &k);
+            memcpy(dst, p, k);
+        }
         send(r, seq, STATUS_OK, 0, 0);
         return;
     }
@@ -200,7 +245,7 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         uint32_t off = len == 6 ? get32(p) : ~0u, n = len == 6 ? (uint32_t)(p[4] | p[5] << 8) : 0;
         if (off > TVMGEN_OUTPUT_BYTES || n > TVMGEN_OUTPUT_BYTES - off || n > RPC_MAX_PAYLOAD - 1)
             break;
-        send(r, seq, STATUS_OK, (const uint8_t *)tvmgen_default_output() + off, n);
+        send_from(r, seq, STATUS_OK, 0, off, n);
         return;
     }
     case CMD_STATS: {
@@ -214,7 +259,7 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
             break;
         send(r, seq, STATUS_STARTED, 0, 0);
         uint64_t c = 0;
-        board_measure_call(known_loop, (const int8_t *)(uintptr_t)get32(p), 0, &c);
+        board_measure_call(known_loop, (const void *const *)(uintptr_t)get32(p), 0, &c);
         put64(reply.data, c);
         send_stored(STATUS_OK, 8);
         return;

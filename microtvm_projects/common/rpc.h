@@ -17,15 +17,17 @@
 #ifndef PATCHNET_RPC_H
 #define PATCHNET_RPC_H
 
-#define RPC_PROTO_VERSION 2 /* 2: same seq per retry, replayed RUN/CALIBRATE answers, sessions */
+/* 2: same seq per retry, replayed RUN/CALIBRATE answers, sessions. 3: several inputs and outputs
+ * (SET_INPUT / GET_OUTPUT offsets address them one after the other; INFO gives their counts). */
+#define RPC_PROTO_VERSION 3
 #define RPC_MAX_PAYLOAD 1024
 
 enum {
     CMD_PING = 0x00,      /* echo the payload */
-    CMD_INFO = 0x01,      /* board, sizes, counter kind; opens a session */
-    CMD_SET_INPUT = 0x02, /* u32 offset + bytes */
-    CMD_RUN = 0x03,       /* u32 n -> stats body */
-    CMD_GET_OUTPUT = 0x04, /* u32 offset, u16 len -> bytes */
+    CMD_INFO = 0x01,      /* board, sizes, counter kind, input/output counts; opens a session */
+    CMD_SET_INPUT = 0x02, /* u32 offset (in the inputs one after the other) + bytes */
+    CMD_RUN = 0x03,       /* u32 n -> stats body; runs the model in place n times */
+    CMD_GET_OUTPUT = 0x04, /* u32 offset (in the outputs one after the other), u16 len -> bytes */
     CMD_STATS = 0x05,     /* -> stats body */
     CMD_CALIBRATE = 0x06, /* u32 n -> u64 count of known_loop(n) */
     CMD_FAULT = 0x7F,     /* device -> host only */

@@ -21,6 +21,7 @@ CFLAGS  := $(CPU_FLAGS) $(OPT) -g -std=gnu11 -Wall -Werror -ffunction-sections -
 LDFLAGS := $(CPU_FLAGS) -nostartfiles --specs=nano.specs -Lboard -Tcommon/link.ld \
            -Wl,--gc-sections -Wl,--defsym=__stack_min=$(STACK_MIN) -Wl,-Map=$(BUILD)/fw.map \
            -Wl,--no-warn-rwx-segments -Wl,--print-memory-usage
+LDLIBS  := -lm  # floor() of a float32 -> int8 QUANTIZE kernel at a model's input
 
 TARGETS := $(BUILD)/fw.elf $(BUILD)/fw.bin
 ifeq ($(QEMU_PLUGIN),1)
@@ -38,7 +39,7 @@ $(BUILD)/%.S.o: %.S
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/fw.elf: $(OBJS) common/link.ld board/memory.ld
-	$(CC) $(LDFLAGS) $(OBJS) -o $@
+	$(CC) $(LDFLAGS) $(OBJS) $(LDLIBS) -o $@
 
 $(BUILD)/fw.bin: $(BUILD)/fw.elf
 	$(OBJCOPY) -O binary $< $@

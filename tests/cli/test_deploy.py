@@ -32,10 +32,13 @@ def test_archive_layout_and_metadata(kws_tar):
     assert "src/model.tflite" in names  # what was compiled, for the host reference
     assert meta["patch"]["patches"] == 2 and meta["patch"]["split"] == 2
     assert meta["arena_bytes"] > 0 and meta["weight_bytes"] > 0
-    assert meta["input"]["shape"] == [1, 49, 10, 1] and meta["output"]["shape"] == [1, 12]
+    assert meta["version"] == 3 and len(meta["inputs"]) == len(meta["outputs"]) == 1
+    (x,), (y,) = meta["inputs"], meta["outputs"]
+    assert (x["shape"], x["dtype"], y["shape"], y["dtype"]) == ([1, 49, 10, 1], "int8", [1, 12], "int8")
+    assert isinstance(x["scale"], float) and isinstance(x["zero_point"], int)
     allocs = {a["name"]: a for a in meta["allocations"]}
     assert all(a["offset"] + a["bytes"] <= meta["arena_bytes"] for a in allocs.values())
-    assert allocs[meta["input"]["name"]]["bytes"] == 49 * 10  # the input lives in the arena
+    assert allocs[x["name"]]["bytes"] == 49 * 10  # the input lives in the arena
     assert meta["arena_lower_bound_bytes"] <= meta["arena_bytes"]
 
 

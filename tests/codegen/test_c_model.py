@@ -45,13 +45,13 @@ def test_shared_model_bit_exact(name, tmp_path):
     check_sources(out)
     lib = compile_c(out)
     x0, x1 = random_inputs(graph, 0)[0], random_inputs(graph, 1)[0]
-    got = run_c(lib, graph, x0)
+    got = run_c(lib, graph, x0)[0]
     np.testing.assert_array_equal(got, run_graph(graph, [x0])[0])
     tflm = tflm_trace(path, [x0])(graph.meta["tensor_index"][graph.outputs[0]])
     np.testing.assert_array_equal(got.reshape(tflm.shape), tflm)
     # no state survives a call: another input, then the first one again
     run_c(lib, graph, x1)
-    np.testing.assert_array_equal(run_c(lib, graph, x0), got)
+    np.testing.assert_array_equal(run_c(lib, graph, x0)[0], got)
     with open(os.path.join(out, "model.h")) as f:
         header = f.read()
     for macro, value in (("INPUT", x0.nbytes), ("OUTPUT", got.nbytes), ("ARENA", info.arena_bytes)):
@@ -91,7 +91,7 @@ def test_vww_patched_stage_bit_exact(tmp_path):
         info = emit_c(graph, out, plan_patches(graph, 3, 3))
         check_sources(out)
         x = random_inputs(graph, 0)[0]
-        np.testing.assert_array_equal(run_c(compile_c(out), graph, x), run_graph(graph, [x])[0])
+        np.testing.assert_array_equal(run_c(compile_c(out), graph, x)[0], run_graph(graph, [x])[0])
     stage = info.kernels["tvmgen_default_patch_stage"]
     # the per-patch buffers are views of the arena (ws) at the memory plan's offsets, each the
     # size of its allocation; the C holds only scalar arrays
@@ -110,5 +110,5 @@ def test_mbv2_patched_bit_exact(tmp_path):
     emit_c(graph, out, plan_patches(graph, 3, 4))
     check_sources(out)
     x = random_inputs(graph, 0)[0]
-    np.testing.assert_array_equal(run_c(compile_c(out), graph, x), run_graph(graph, [x])[0])
+    np.testing.assert_array_equal(run_c(compile_c(out), graph, x)[0], run_graph(graph, [x])[0])
     check_cortex_m4(out)

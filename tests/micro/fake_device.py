@@ -17,6 +17,7 @@ from tvm_patchnet.micro.rpc import (
     CMD_RUN,
     CMD_SET_INPUT,
     CMD_STATS,
+    INFO_FMT,
     MAX_LEN,
     PROTO_VERSION,
     SESSION_CMDS,
@@ -116,8 +117,8 @@ class FakeDevice:
             return [(ST_OK, p)]
         if cmd == CMD_INFO:
             self.session = True
-            return [(ST_OK, struct.pack("<BBHIIIIIIII", self.proto, 1, 1024, len(self.inp), len(self.out),
-                                        self.arena, 16_000_000, 262_144, 0, 1500, 200_000) + self.board.encode())]
+            return [(ST_OK, struct.pack(INFO_FMT, self.proto, 1, 1024, len(self.inp), len(self.out), self.arena,
+                                        16_000_000, 262_144, 0, 1500, 200_000, 1, 1, 0) + self.board.encode())]
         if cmd == CMD_SET_INPUT:
             off = struct.unpack_from("<I", p)[0]
             if off + len(p) - 4 > len(self.inp):

@@ -156,8 +156,9 @@ def test_flash_overflow_is_one_line(tmp_path):
     cg = write_standin(str(tmp_path / "cg"))
     Path(cg, "model.c").write_text(  # 1.1 MB of const "weights": more than an F412's 1 MB of flash
         '#include "model.h"\nconst int8_t weights[1100000] = {1};\nstatic int8_t io[2];\n'
-        "int8_t *tvmgen_default_input(void) { return io; }\nint8_t *tvmgen_default_output(void) { return io + 1; }\n"
-        "int tvmgen_default_run(const int8_t *in, int8_t *out) { out[0] = weights[in[0] + 128]; return 0; }\n")
+        "void *tvmgen_default_input(int i) { return io + 0 * i; }\nvoid *tvmgen_default_output(int i) { return io + 1 + 0 * i; }\n"
+        "int tvmgen_default_run(const void *const *in, void *const *out) {\n"
+        "  (void)in; (void)out; io[1] = weights[io[0] + 128]; return 0;\n}\n")
     d = micro.create_project(cg, "qemu-m4", str(tmp_path / "p"), memory_map="nucleo-f412zg")
     with pytest.raises(micro.DoesNotFit, match=r"^qemu-m4 with the nucleo-f412zg memory map: does not fit: \.text \+ "
                        r"\.rodata \+ \.data exceed the 1,048,576 B of flash by [\d,]+ B$"):

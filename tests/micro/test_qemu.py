@@ -176,3 +176,18 @@ def test_measure_one_call(built):
     y, st, rep = micro.measure(built("qemu-m7"), x, n=2)
     np.testing.assert_array_equal(y, expected_output(x, 100))
     assert st.runs == 2 and st.counter == "instructions" and rep.sram_bytes == st.sram_bytes
+
+
+def test_several_inputs_and_outputs_are_addressed_one_after_the_other(tmp_path):
+    """A stand-in with inputs of 700 and 500 B and outputs of 900, 7 and 300 B, apart in its arena:
+    SET_INPUT and GET_OUTPUT chunks (max payload 1,024 B) cross from one tensor into the next."""
+    cg = write_standin(str(tmp_path / "cg"), input_bytes=[700, 500], output_bytes=[900, 7, 300])
+    d = micro.create_project(cg, "qemu-m4", str(tmp_path / "p"))
+    micro.build(d)
+    x = [np.random.default_rng(5).integers(-128, 128, n, dtype=np.int8) for n in (700, 500)]
+    with micro.Session(d) as s:
+        info = s.info()
+        assert (info.num_inputs, info.num_outputs, info.input_bytes, info.output_bytes) == (2, 3, 1200, 1207)
+        s.set_input(x)
+        s.run(1)
+        np.testing.assert_array_equal(s.get_output(), expected_output(x, 1207))

@@ -185,7 +185,9 @@ def test_hand_computed_workspace_of_the_uneven_graph():
     # add, conv_1 (1x1), dwconv_0: 4..8 (4 rows); conv_0: the add's 4..8 and the 3x3 dilation-2
     # depthwise's (pad 2) 4-2 .. 7-2+4+1 = 2..10 -> 8 rows. Top tile: -2..6 (8), bottom: 6..12 (6).
     assert plan.tile_hw == (4, 4)
-    assert plan.margins == {"conv_0:out": (2, 2, 2, 2), "dwconv_0:out": (0, 0, 0, 0), "conv_1:out": (0, 0, 0, 0)}
+    # Margins hold what whole tiles reach (the last op computes the bottom tile 8..12 whole):
+    # add, conv_1, dwconv_0 8..12 (2 past the map); conv_0 the depthwise's 6..14 (4 past).
+    assert plan.margins == {"conv_0:out": (2, 2, 4, 4), "dwconv_0:out": (0, 0, 2, 2), "conv_1:out": (0, 0, 2, 2)}
     # uneven tiles: plus the 4x4 tile buffer the last op (add) writes before the copy
     assert plan.tile_buffer == 4 * 4 * 8
     # Nothing runs in place: the skip conv_0 lives on past dwconv_0, and its 8x8 patch differs

@@ -171,19 +171,23 @@ def _set(path, value):
     (lambda m: b"{not json", "metadata.json is not JSON"),
     (lambda m: b"[" * 100_000, "metadata.json is not JSON"),
     (lambda m: [1, 2], "expected an object"),
-    (_drop("output"), "metadata.output: missing"),
-    (_set(("output", "shape"), [1, 7]), "metadata.output: 7 B, but model.h defines TVMGEN_OUTPUT_BYTES 1"),
-    (_set(("input", "shape"), [1, -3]), "metadata.input.shape: expected a shape"),
-    (_set(("input", "shape"), [1 << 20, 1 << 20]), "metadata.input.shape: expected a shape"),
+    (_drop("outputs"), "metadata.outputs: missing"),
+    (_set(("outputs", 0, "shape"), [1, 7]), "metadata.outputs: 7 B, but model.h defines TVMGEN_OUTPUT_BYTES 1"),
+    (_set(("outputs", 0, "dtype"), "float32"), "metadata.outputs: 4 B, but model.h defines TVMGEN_OUTPUT_BYTES 1"),
+    (lambda m: {**m, "outputs": m["outputs"] * 2},
+     "metadata.outputs: 2 output(s), but model.h defines TVMGEN_NUM_OUTPUTS 1"),
+    (_set(("inputs",), []), "metadata.inputs: expected a list (1 to 64 entries)"),
+    (_set(("inputs", 0, "shape"), [1, -3]), "metadata.inputs[0].shape: expected a shape"),
+    (_set(("inputs", 0, "shape"), [1 << 20, 1 << 20]), "metadata.inputs[0].shape: expected a shape"),
     (_set(("arena_bytes",), 1 << 20), "metadata.arena_bytes: 1,048,576 B, but model.h defines TVMGEN_ARENA_BYTES"),
     (_set(("arena_bytes",), "big"), "metadata.arena_bytes: expected an integer"),
-    (_set(("input", "dtype"), "float64"), "metadata.input.dtype: expected one of int8"),
+    (_set(("inputs", 0, "dtype"), "float64"), "metadata.inputs[0].dtype: expected one of int8, float32"),
     (_set(("board",), "qemu-m7"), "qemu-m7 is not a cortex-m4 board"),
     (_set(("board",), "pdp-11"), "metadata.board: expected one of"),
-    (_set(("version",), 99), "expected 'tvm-patchnet compiled model' version 2"),
+    (_set(("version",), 2), "expected 'tvm-patchnet compiled model' version 3"),
     (_set(("source",), {"file": "../../etc/passwd"}), "metadata.source.file: expected src/model.tflite"),
     (_set(("patch",), {"patches": "two"}), "metadata.patch.patches: expected an integer"),
-    (_set(("input", "scale"), float("nan")), "metadata.input.scale: expected a positive number"),
+    (_set(("inputs", 0, "scale"), float("nan")), "metadata.inputs[0].scale: expected a positive number"),
 ])
 def test_malformed_metadata_gives_one_line_per_problem(good, tmp_path, capsys, change, expect):
     lines = _errors(capsys, "run", _with_metadata(good, tmp_path, change))
@@ -192,8 +196,8 @@ def test_malformed_metadata_gives_one_line_per_problem(good, tmp_path, capsys, c
 
 def test_several_problems_are_listed_each_on_its_line(good, tmp_path, capsys):
     def change(m):
-        m.pop("output")
-        m["input"]["shape"] = [0]
+        m.pop("outputs")
+        m["inputs"][0]["shape"] = [0]
         m["kernels"] = -1
         return m
 

@@ -8,8 +8,9 @@ them. The memory an op needs is the total size of the buffers alive while it run
   its output (int8), depthwise convolution overwrites its input, a residual block's shared
   input is counted once, and the block's last conv adds into the residual buffer in place.
   The in-place depthwise kernel (MCUNet's) copies one input channel at a time into a scratch
-  plane (input height x width bytes) before it overwrites that channel: :attr:`Liveness.scratch`
-  counts it, beside the int32 row buffers of softmax (under both rules). The generated C runs
+  plane (the rows and columns its windows read, :func:`plane_hw`) before it overwrites that
+  channel: :attr:`Liveness.scratch` counts it, beside the int32 row buffers of softmax (under
+  both rules). The generated C runs
   exactly these kernels (``codegen``), so this rule is also the deployed arena's;
 - ``in_place=False``: every tensor has its own buffer, what a plain layer-by-layer
   interpreter needs.
@@ -120,9 +121,36 @@ def softmax_scratch_bytes(graph: Graph, op) -> int:
 
 
 def plane_bytes(graph: Graph, op) -> int:
-    """Scratch of an in-place depthwise conv: one channel of its input (bytes)."""
-    _, h, w, _ = graph.t(op.inputs[0]).shape
-    return h * w * graph.t(op.inputs[0]).nbytes // graph.t(op.inputs[0]).size
+    """Scratch of an in-place depthwise conv: one channel of its input, the part the kernel
+    reads (:func:`plane_hw`), in bytes."""
+    h, w = plane_hw(graph, op)
+    x = graph.t(op.inputs[0])
+    return h * w * x.nbytes // x.size
+
+
+def plane_hw(graph: Graph, op) -> tuple[int, int]:
+    """Rows and columns of the channel plane an in-place depthwise conv copies its input channel
+    into: exactly the rows and columns its windows read, clipped to the map. Along one axis of
+    size n, output size o, kernel k, stride s, dilation d and padding before p, the windows read
+    ``-p .. (o - 1) * s - p + (k - 1) * d`` (inclusive), so the plane holds
+    ``min(n, (o - 1) * s - p + (k - 1) * d + 1)`` of them (the first is 0 or padding). A VALID
+    stride-2 window on an even map never reads the last row and column: its plane is one
+    smaller each way than the map.
+
+    The one rule for the plane: it sizes the liveness scratch (and with it the profiler, the
+    patch planner and the memory plan) and the crop the layer-by-layer kernel copies
+    (``codegen/c_kernels.py``). Inside a patch stage, whose windows read margins instead of
+    padding, the patch graph's windows have no padding (``patch/planner.py``), and the rule
+    gives the region the stage's plane copies.
+    """
+    x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
+    kernel = graph.t(op.inputs[1]).shape[1:3]
+    out = []
+    for axis in range(2):
+        n, o, k = x.shape[1 + axis], y.shape[1 + axis], kernel[axis]
+        s, d, p = op.attrs["strides"][axis], op.attrs["dilation"][axis], op.attrs["padding"][axis]
+        out.append(max(0, min(n, (o - 1) * s - p + (k - 1) * d + 1)))
+    return out[0], out[1]
 
 
 def _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place, buffer_of) -> str | None:

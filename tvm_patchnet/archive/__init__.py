@@ -2,7 +2,7 @@
 
 Layout (after microTVM's Model Library Format), as a ``.tar``, ``.tar.gz`` / ``.tgz`` or a folder::
 
-    metadata.json                               FORMAT, version, sizes (bytes), I/O, memory plan
+    metadata.json                               FORMAT, version, sizes (bytes), inputs/outputs, memory plan
     codegen/host/src/NAME.c | NAME.h            plain C (NAME: letters, digits, _)
     codegen/host/include/NAME.h
     src/model.tflite | src/model.onnx           what was compiled (for the host reference)
@@ -19,8 +19,8 @@ must be an earlier archive or folder of this format, holding nothing else.
 
 from .layout import FORMAT, METADATA_VERSION, TARGET_BOARDS, member_kind
 from .read import read_archive
-from .schema import SCHEMA, declared_sizes, validate_metadata
+from .schema import SCHEMA, declared_sizes, io_bytes, validate_metadata
 from .write import check_output, output_kind, write_archive
 
-__all__ = ["FORMAT", "METADATA_VERSION", "SCHEMA", "TARGET_BOARDS", "check_output", "declared_sizes", "member_kind",
-           "output_kind", "read_archive", "validate_metadata", "write_archive"]
+__all__ = ["FORMAT", "METADATA_VERSION", "SCHEMA", "TARGET_BOARDS", "check_output", "declared_sizes", "io_bytes",
+           "member_kind", "output_kind", "read_archive", "validate_metadata", "write_archive"]

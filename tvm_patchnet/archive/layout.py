@@ -7,9 +7,11 @@ import re
 from ..errors import PatchnetError
 
 FORMAT = "tvm-patchnet compiled model"
-METADATA_VERSION = 2
+METADATA_VERSION = 3  #: 3: "inputs" / "outputs" lists (int8 or float32) replace "input" / "output"
 TARGET_BOARDS = {"cortex-m4": ("qemu-m4", "nucleo-f412zg"), "cortex-m7": ("qemu-m7", "nucleo-f746zg", "nucleo-h743zi")}
-IO_DTYPES = ("int8",)
+IO_ITEMSIZE = {"int8": 1, "float32": 4}  #: dtypes of inputs and outputs, bytes per element
+IO_DTYPES = tuple(IO_ITEMSIZE)
+MAX_IO = 64  #: inputs (outputs) a model may have
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 _FILES = re.compile(rf"metadata\.json|src/model\.(tflite|onnx)|codegen/host/src/{_NAME}\.[ch]|"

@@ -1,4 +1,4 @@
-"""metadata.json's declared schema (version 2): each field's check, one line per problem."""
+"""metadata.json's declared schema (version 3): each field's check, one line per problem."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import os
 import re
 
-from .layout import FORMAT, IO_DTYPES, METADATA_VERSION, TARGET_BOARDS
+from .layout import FORMAT, IO_DTYPES, IO_ITEMSIZE, MAX_IO, METADATA_VERSION, TARGET_BOARDS
 
 
 def _int(lo: int = 0, hi: int = 1 << 40):
@@ -64,10 +64,10 @@ def _nullable(f):
     return lambda v, where: [] if v is None else f(v, where)
 
 
-def _list_of(f, most: int = 1 << 16):
+def _list_of(f, most: int = 1 << 16, least: int = 0):
     def check(v, where):
-        if not isinstance(v, list) or len(v) > most:
-            return [f"{where}: expected a list (at most {most:,} entries), got {_show(v)}"]
+        if not isinstance(v, list) or not least <= len(v) <= most:
+            return [f"{where}: expected a list ({least:,} to {most:,} entries), got {_show(v)}"]
         return [p for i, x in enumerate(v) for p in f(x, f"{where}[{i}]")]
 
     return check
@@ -81,15 +81,17 @@ def _source(v, where):
 
 
 def _io_schema():
-    return _obj({"name": _str, "shape": _shape, "dtype": _one_of(IO_DTYPES), "scale": _number_or_null,
-                 "zero_point": _int_or_null})
+    """The model's inputs or outputs, in order: each one's name, shape, dtype (int8 or float32)
+    and quantization (null for float32)."""
+    return _list_of(_obj({"name": _str, "shape": _shape, "dtype": _one_of(IO_DTYPES), "scale": _number_or_null,
+                          "zero_point": _int_or_null}), most=MAX_IO, least=1)
 
 
 def _boards():
     return sorted({b for boards in TARGET_BOARDS.values() for b in boards})
 
 
-#: metadata.json, version 2: field -> check(value, where) -> list of problems (one line each).
+#: metadata.json, version 3: field -> check(value, where) -> list of problems (one line each).
 SCHEMA = _obj({
     "format": _one_of((FORMAT,)),
     "version": _one_of((METADATA_VERSION,)),
@@ -98,8 +100,8 @@ SCHEMA = _obj({
     "board": _one_of(tuple(_boards())),
     "arena_bytes": _int(1, 1 << 31),
     "weight_bytes": _int(0, 1 << 31),
-    "input": _io_schema(),
-    "output": _io_schema(),
+    "inputs": _io_schema(),
+    "outputs": _io_schema(),
     "planner": _one_of(("greedy", "milp")),
     "arena_lower_bound_bytes": _int(0, 1 << 31),
     "allocations": _list_of(_obj({"name": _str, "offset": _int(0, 1 << 31), "bytes": _int(0, 1 << 31),
@@ -130,34 +132,53 @@ def validate_metadata(meta) -> list[str]:
     return problems
 
 
-_DEFINE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT|OUTPUT|ARENA)_BYTES)\s+(\d+)\s*$", re.MULTILINE)
+_DEFINE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT_BYTES|OUTPUT_BYTES|ARENA_BYTES|NUM_INPUTS|NUM_OUTPUTS))"
+                     r"\s+(\d+)\s*$", re.MULTILINE)
+_TABLE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT|OUTPUT)_SIZES)\s+\{([\d,\s]*)\}\s*$", re.MULTILINE)
 
 
-def declared_sizes(codegen_dir: str) -> dict[str, int]:
-    """TVMGEN_INPUT/OUTPUT/ARENA_BYTES as ``model.h`` in ``codegen_dir`` defines them (bytes)."""
+def declared_sizes(codegen_dir: str) -> dict[str, int | list[int]]:
+    """What ``model.h`` in ``codegen_dir`` defines: TVMGEN_INPUT/OUTPUT/ARENA_BYTES (bytes),
+    TVMGEN_NUM_INPUTS/OUTPUTS, TVMGEN_INPUT/OUTPUT_SIZES (a list of bytes per tensor)."""
     try:
         with open(os.path.join(codegen_dir, "model.h"), errors="replace") as f:
-            return {k: int(v) for k, v in _DEFINE.findall(f.read())}
+            text = f.read()
     except OSError:
         return {}
+    out: dict[str, int | list[int]] = {k: int(v) for k, v in _DEFINE.findall(text)}
+    out.update({k: [int(x) for x in v.replace(",", " ").split()] for k, v in _TABLE.findall(text)})
+    return out
+
+
+def io_bytes(entry: dict) -> int:
+    """Bytes of one ``inputs`` / ``outputs`` entry of metadata.json."""
+    return math.prod(entry["shape"]) * IO_ITEMSIZE[entry["dtype"]]
 
 
 def check_declared_sizes(meta: dict, into: str) -> list[str]:
     """metadata.json against the code it ships: a lying size is caught before any build."""
     declared = declared_sizes(os.path.join(into, "codegen", "host", "src"))
-    want = {"TVMGEN_INPUT_BYTES": ("input", math.prod(meta["input"]["shape"])),
-            "TVMGEN_OUTPUT_BYTES": ("output", math.prod(meta["output"]["shape"])),
-            "TVMGEN_ARENA_BYTES": ("arena_bytes", meta["arena_bytes"])}
+    ins, outs = [io_bytes(e) for e in meta["inputs"]], [io_bytes(e) for e in meta["outputs"]]
+    want = {"TVMGEN_NUM_INPUTS": ("inputs", len(ins), "input(s)"),
+            "TVMGEN_NUM_OUTPUTS": ("outputs", len(outs), "output(s)"),
+            "TVMGEN_INPUT_SIZES": ("inputs", ins, "B"), "TVMGEN_OUTPUT_SIZES": ("outputs", outs, "B"),
+            "TVMGEN_INPUT_BYTES": ("inputs", sum(ins), "B"), "TVMGEN_OUTPUT_BYTES": ("outputs", sum(outs), "B"),
+            "TVMGEN_ARENA_BYTES": ("arena_bytes", meta["arena_bytes"], "B")}
     out = []
-    for define, (field, n) in want.items():
+    for define, (field, n, unit) in want.items():
         if define not in declared:
             out.append(f"codegen/host/src/model.h: no '#define {define}'")
         elif declared[define] != n:
-            out.append(f"metadata.{field}: {n:,} B, but model.h defines {define} {declared[define]:,}")
+            out.append(f"metadata.{field}: {_amount(n)} {unit}, but model.h defines {define} "
+                       f"{_amount(declared[define])}")
     src = meta["source"].get("file")
     if src and not os.path.isfile(os.path.join(into, src)):
         out.append(f"metadata.source.file: {src} is not in the archive")
     return out
+
+
+def _amount(n) -> str:
+    return "{" + ", ".join(f"{x:,}" for x in n) + "}" if isinstance(n, list) else f"{n:,}"
 
 
 def _show(v) -> str:

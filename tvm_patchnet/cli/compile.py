@@ -39,4 +39,6 @@ def drive_compile(args: argparse.Namespace) -> int:
     print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B "
           f"({m['planner']}; liveness bound {m['arena_lower_bound_bytes']:,} B), weights {m['weight_bytes']:,} B, "
           f"{m['kernels']} kernels -> {res.path}")
+    if res.note:
+        print(f"patches: {res.note}")
     return 0

@@ -84,11 +84,12 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
     report = profile(graph)
     if patches is None and split is None and sram_bytes is None:
         return report
-    from ..patch.search import resolve_plan
+    from ..patch.search import resolve
 
-    plan = resolve_plan(graph, patches, split, sram_bytes)
+    chosen = resolve(graph, patches, split, sram_bytes)
+    plan = chosen.plan
     report.patch = plan.to_json() if plan else {"patches": 1, "split": 0, "peak_bytes": report.peak_bytes,
-                                                  "mac_overhead": 0.0, "note": "fits layer by layer"}
+                                                  "mac_overhead": 0.0, "note": chosen.note or "layer by layer"}
     if plan:
         from ..memory import plan_memory
 
@@ -140,7 +141,7 @@ def _patch_lines(p: dict | None) -> list[str]:
     if not p:
         return []
     if p.get("patches", 1) == 1:
-        return ["", "patch-based inference: not needed, the model fits layer by layer"]
+        return ["", f"patch-based inference: {p['note']}"]
     ih, iw = p["input_patch"]
     return [
         "",

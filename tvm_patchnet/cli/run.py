@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 
 import numpy as np
 
@@ -17,9 +18,12 @@ def add_parser(sub) -> None:
     p.add_argument("archive", help="a model.tar (or directory) from 'patchnet compile'")
     p.add_argument("--board", help="board to run on (default: the one compiled for)")
     p.add_argument("--memory-map", help="run on a QEMU board with a Nucleo's memory (e.g. nucleo-f412zg)")
-    p.add_argument("--input", help="input .npy (int8, the model's input shape); default: seeded random")
+    p.add_argument("--input", help="the model's input as .npy, or its inputs as .npz (keys: the input names, or "
+                                   "arr_0, arr_1, ... in order), in their shapes and dtypes (int8 or float32); "
+                                   "default: seeded random")
     p.add_argument("--repeat", type=int, default=1, help="runs to average the count over")
-    p.add_argument("--check", action="store_true", help="also run the host reference and compare outputs")
+    p.add_argument("--check", action="store_true", help="also run the host reference and compare every output "
+                                                        "(bit for bit; float32: the exact same values)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="seconds one run may take before the board counts as stalled (default: from the model's MACs)")
@@ -31,12 +35,7 @@ def add_parser(sub) -> None:
 def drive_run(args: argparse.Namespace) -> int:
     from ..deploy import run_model
 
-    x = None
-    if args.input:
-        try:
-            x = np.load(args.input)
-        except (OSError, ValueError) as e:
-            raise PatchnetError(f"{args.input}: cannot read input ({e})") from None
+    x = _load_input(args.input) if args.input else None
     if args.repeat < 1:
         raise PatchnetError("--repeat must be >= 1")
     rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
@@ -51,17 +50,34 @@ def drive_run(args: argparse.Namespace) -> int:
             speed = f"{rep.count:,.0f} cycles per run ({1e3 * rep.count / rep.cpu_hz:.2f} ms at {rep.cpu_hz / 1e6:g} MHz)"
         print(f"ran on {where}: {speed}")
         print(f"SRAM {rep.sram_bytes:,} B measured (.data + .bss + peak stack) = arena {rep.arena_bytes:,} "
-              f"(predicted {rep.predicted_arena_bytes:,}; input and output inside) + stack {rep.stack_peak_bytes:,} "
+              f"(predicted {rep.predicted_arena_bytes:,}; inputs and outputs inside) + stack {rep.stack_peak_bytes:,} "
               f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B")
         gap = rep.arena_bytes - rep.planner_peak_bytes
         why = ("" if not gap else ": the whole input stays in the arena through the patch stage (the planner "
                "counts one patch of it)" if rep.patched else ": the arena's packing and 4-byte alignment")
         print(f"planner's activation peak (paper rule, kernels in place): {rep.planner_peak_bytes:,} B; "
               f"arena {'equal' if not gap else f'{gap:+,} B'}{why}")
-        out = np.asarray(rep.output).reshape(-1)
-        print(f"output {list(np.asarray(rep.output).shape)}: {out[:16].tolist()}{' ...' if out.size > 16 else ''}")
+        for o, y in zip(rep.outputs, rep.arrays()):  # the first 16 values of each (float32: shortest exact text)
+            flat = y.reshape(-1)
+            values = ", ".join(str(v) for v in flat[:16]) + (", ..." if flat.size > 16 else "")
+            print(f"output '{o['name']}' {o['shape']} {o['dtype']}: [{values}]")
         if rep.reference_match is not None:
-            print("host reference: " + ("identical" if rep.reference_match else "MISMATCH"))
+            print("host reference: " + ("identical" if rep.reference_match else
+                                        f"MISMATCH in {', '.join(repr(n) for n in rep.mismatches)}"))
     if rep.reference_match is False:
-        raise PatchnetError("output mismatch: the board's output differs from the host reference")
+        raise PatchnetError(f"output mismatch: the board's output(s) {', '.join(repr(n) for n in rep.mismatches)} "
+                            "differ from the host reference")
     return 0
+
+
+def _load_input(path: str):
+    """An .npy file's array, or an .npz file's arrays by key (never pickled objects)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+        return data
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise PatchnetError(f"{path}: cannot read input ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+            from None

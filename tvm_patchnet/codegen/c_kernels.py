@@ -36,7 +36,7 @@ alias.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tvm
@@ -45,11 +45,13 @@ from tvm import s_tir, te, tirx
 from tvm.tirx.build import codegen_build
 from tvm.tirx.transform.common import BufferReplacer
 
+from ..analysis.liveness import plane_hw
 from ..errors import PatchnetError
 from ..graph import Graph, Op
 from ..kernels import lower_op
 from ..patch.planner import PatchPlan
 from ..patch.stage import build_stage
+from .float_literals import exact_float_literals
 
 _TARGET = {"kind": "c"}
 
@@ -131,20 +133,26 @@ def _rows(sch: s_tir.Schedule, row_dims: int) -> None:
 
 def depthwise_in_place_kernel(graph: Graph, op: Op) -> KernelFunc:
     """A depthwise conv that may be called with its output over its input (MCUNet's in-place
-    depthwise): channel by channel, the input channel is first copied into a scratch plane
-    (``ws``, input height x width bytes), then the output channel is computed from the plane.
-    Output channel c is stored only where input channel c was, which is already copied: other
-    channels are untouched. Needs one output channel per input channel."""
-    low = lower_op(graph, op)
+    depthwise): channel by channel, the part of the input channel the windows read is first
+    copied into a scratch plane (``ws``, :func:`~tvm_patchnet.analysis.liveness.plane_hw` rows x
+    columns, the liveness rule's), then the output channel is computed from the plane. Output
+    channel c is stored only where input channel c was, which is already copied: other channels
+    are untouched. Needs one output channel per input channel."""
+    xn, x = op.inputs[0], graph.t(op.inputs[0])
+    rows, cols = plane_hw(graph, op)
+    # The windows read rows 0..rows-1 and columns 0..cols-1 only: the conv is lowered on that
+    # crop, an explicit stage whose size is the rule's, not what buffer compaction infers.
+    crop = replace(graph, tensors={**graph.tensors, xn: replace(x, shape=(x.shape[0], rows, cols, x.shape[3]))})
+    low = lower_op(crop, op)
     phs = _placeholders(graph, low.args)
-    out = low.compute(*phs)
+    plane_t = te.compute(crop.t(xn).shape, lambda *i: phs[0](*i), name=op.name + "_plane")
+    out = low.compute(plane_t, *phs[1:])
     sch = s_tir.Schedule(te.create_prim_func([*phs, out]))
     blk = sch.get_sblock(out.op.name)
     b, i, j, c = sch.get_loops(blk)
     sch.reorder(b, c, i, j)
     _intermediates_in_registers(sch)
-    plane = sch.cache_read(sch.get_sblock(out.op.name + "_acc"), 0, "global")
-    sch.compute_at(plane, sch.get_loops(blk)[1])
+    sch.compute_at(sch.get_sblock(op.name + "_plane"), sch.get_loops(blk)[1])
     return KernelFunc(_init_outside_reductions(sch), [*low.args, op.outputs[0]])
 
 
@@ -298,6 +306,7 @@ def emit_kernels(funcs: dict[str, tirx.PrimFunc], placed: dict[str, dict[str, in
     out = {}
     for name, (views, local) in info.items():
         definition, signature = _extract(src, name)
+        definition = exact_float_literals(definition, funcs[name], name)  # TVM prints 7 digits
         ws_bytes = max((o + b for o, b in views.values()), default=0)
         out[name] = CKernel(name, definition, signature + ";", ws_bytes, views, local)
     return out

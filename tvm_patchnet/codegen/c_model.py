@@ -8,9 +8,11 @@ lowers to the same TIR are emitted once.
 Every offset comes from the memory plan (:func:`tvm_patchnet.memory.plan_memory`, the one
 planner behind the profiler's and the patch planner's figures), with the whole input in the
 arena: the arena *is* the plan's arena, in-place depthwise convs, residual accumulation and
-in-place adds included. As in TensorFlow Lite Micro, the input and output tensors live in the
-arena (``tvmgen_default_input()`` / ``tvmgen_default_output()``) and a run may overwrite the
-input; ``tvmgen_default_run(input, output)`` copies in and out for callers with their own buffers.
+in-place adds included. As in TensorFlow Lite Micro, every input and output tensor lives in the
+arena (``tvmgen_default_input(i)`` / ``tvmgen_default_output(i)``) and a run may overwrite the
+inputs; ``tvmgen_default_run(inputs, outputs)`` copies in and out for callers with their own
+buffers. Inputs and outputs are int8, or float32 at a QUANTIZE first op / DEQUANTIZE last op
+(their kernels use the FPU, as TFLite Micro's; float literals exact: :mod:`.float_literals`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from ..patch.planner import PatchPlan
 from .c_kernels import CKernel, accumulate_kernel, depthwise_in_place_kernel, emit_kernels, op_kernel, stage_kernel
 
 PREFIX = "tvmgen_default_"
-_C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t"}
+_C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
+#: dtypes a model input or output may have
+EDGE_DTYPES = ("int8", "float32")
 #: byte alignment of the arena's start (its offsets are DEFAULT_ALIGNMENT multiples)
 ARENA_ALIGN = 16
 
@@ -43,8 +47,9 @@ class CModelInfo:
 
     out_dir: str
     files: list[str]
-    input_bytes: int
-    output_bytes: int
+    #: bytes of each input / output, in the graph's order
+    input_sizes: list[int]
+    output_sizes: list[int]
     arena_bytes: int
     weight_bytes: int
     #: the memory plan the arena follows (offsets of every tensor, patch buffer and scratch)
@@ -53,6 +58,16 @@ class CModelInfo:
     kernels: dict[str, CKernel] = field(default_factory=dict)
     #: kernel called by each step, in call order
     calls: list[str] = field(default_factory=list)
+
+    @property
+    def input_bytes(self) -> int:
+        """All inputs together (bytes)."""
+        return sum(self.input_sizes)
+
+    @property
+    def output_bytes(self) -> int:
+        """All outputs together (bytes)."""
+        return sum(self.output_sizes)
 
     @property
     def offsets(self) -> dict[str, int]:
@@ -89,7 +104,9 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
                 for k, a in enumerate(step.args)]
         ws = kernels[kname].workspace_bytes
         if step.stage_buffers is not None:
-            args.append("arena")
+            _check_stage_buffers(kernels[kname], step.stage_buffers, sizes)
+            if kernels[kname].workspace:  # a stage of one op has no buffer inside a patch: no ws
+                args.append("arena")
         elif step.scratch is not None:
             if ws != sizes.get(step.scratch):
                 raise PatchnetError(f"kernel '{kname}' needs {ws:,} B of scratch; the memory plan has "
@@ -99,10 +116,10 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
             raise PatchnetError(f"kernel '{kname}' needs {ws:,} B of scratch the memory plan does not count")
         calls.append(f"  {kname}({', '.join(args)});")
     os.makedirs(out_dir, exist_ok=True)
-    x, y = graph.inputs[0], graph.outputs[0]
+    in_sizes, out_sizes = [graph.t(n).nbytes for n in graph.inputs], [graph.t(n).nbytes for n in graph.outputs]
     files = {
-        "model.h": _model_h(graph.t(x).nbytes, graph.t(y).nbytes, mem.arena_bytes),
-        "model.c": _model_c(offsets[x], offsets[y], calls),
+        "model.h": _model_h(graph, mem.arena_bytes),
+        "model.c": _model_c([offsets[n] for n in graph.inputs], [offsets[n] for n in graph.outputs], calls),
         "kernels.h": _header("KERNELS", "<stdint.h>", [k.prototype for k in kernels.values()]),
         "kernels.c": _kernels_c(kernels.values()),
         "weights.h": _header("WEIGHTS", "<stdint.h>", weights.declarations()),
@@ -111,17 +128,16 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
     for name, text in files.items():
         with open(os.path.join(out_dir, name), "w") as f:
             f.write(text)
-    return CModelInfo(out_dir, sorted(files), graph.t(x).nbytes, graph.t(y).nbytes, mem.arena_bytes, weights.nbytes,
-                      mem, kernels, list(kernel_of))
+    return CModelInfo(out_dir, sorted(files), in_sizes, out_sizes, mem.arena_bytes, weights.nbytes, mem, kernels,
+                      list(kernel_of))
 
 
 def _check_edges(graph: Graph) -> None:
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise PatchnetError(f"{graph.name}: C model needs one input and one output, got "
-                            f"{len(graph.inputs)} and {len(graph.outputs)}")
-    for n in (*graph.inputs, *graph.outputs):
-        if graph.t(n).dtype != "int8":
-            raise PatchnetError(f"{graph.name}: C model edge '{n}' is {graph.t(n).dtype}, only int8 is supported")
+    for kind, names in (("input", graph.inputs), ("output", graph.outputs)):
+        for n in names:
+            if graph.t(n).dtype not in EDGE_DTYPES:
+                raise PatchnetError(f"{graph.name}: C model {kind} '{n}' is {graph.t(n).dtype}; inputs and outputs "
+                                    f"must be {' or '.join(EDGE_DTYPES)}")
 
 
 def _steps(graph: Graph, plan: PatchPlan | None) -> list[_Step]:
@@ -154,6 +170,17 @@ def _steps(graph: Graph, plan: PatchPlan | None) -> list[_Step]:
         for k, s in enumerate(steps):
             s.name = f"{s.name}_{k}"
     return steps
+
+
+def _check_stage_buffers(kernel: CKernel, buffers: dict[str, str], sizes: dict[str, int]) -> None:
+    """Every buffer the lowered stage allocates is exactly the memory plan's allocation: a larger
+    one would write past it into its neighbours in the arena."""
+    for buf, (_, nbytes) in kernel.workspace.items():
+        alloc = buffers.get(buf)
+        if alloc is None or nbytes != sizes.get(alloc):
+            raise PatchnetError(f"patch stage buffer '{buf}' is {nbytes:,} B; the memory plan gives "
+                                f"'{alloc}' {sizes.get(alloc, 0):,} B (a planner/TIR mismatch: choose another "
+                                "--patches or --split, and report it)")
 
 
 def _dedupe(steps: list[_Step]) -> list[str]:
@@ -221,31 +248,46 @@ def _header(guard: str, include: str, lines: list[str]) -> str:
     return f"#ifndef {g}\n#define {g}\n\n#include {include}\n\n" + "\n".join(lines) + f"\n\n#endif  /* {g} */\n"
 
 
-def _model_h(input_bytes: int, output_bytes: int, arena: int) -> str:
+def _model_h(graph: Graph, arena: int) -> str:
+    def table(names):
+        return "{" + ", ".join(str(graph.t(n).nbytes) for n in names) + "}"
+
+    def describe(kind, names):
+        return [f" *   {kind} {i} '{_c_comment(n)}': {_describe(graph.t(n))}" for i, n in enumerate(names)]
+
+    lines = "\n".join([*describe("input", graph.inputs), *describe("output", graph.outputs)])
     return f"""#ifndef TVMGEN_DEFAULT_MODEL_H_
 #define TVMGEN_DEFAULT_MODEL_H_
 
 #include <stdint.h>
 
-/* Bytes of the int8 input and output tensors (NHWC, as the model's input and output). */
-#define TVMGEN_INPUT_BYTES {input_bytes}
-#define TVMGEN_OUTPUT_BYTES {output_bytes}
-/* Bytes of the static arena inside model.c: every activation, the input and output included. */
+/* The model's inputs and outputs, in order (shapes as the model's, NHWC):
+{lines}
+ */
+#define TVMGEN_NUM_INPUTS {len(graph.inputs)}
+#define TVMGEN_NUM_OUTPUTS {len(graph.outputs)}
+/* Bytes of each input / output, and of all of them together (one after the other, in order). */
+#define TVMGEN_INPUT_SIZES {table(graph.inputs)}
+#define TVMGEN_OUTPUT_SIZES {table(graph.outputs)}
+#define TVMGEN_INPUT_BYTES {sum(graph.t(n).nbytes for n in graph.inputs)}
+#define TVMGEN_OUTPUT_BYTES {sum(graph.t(n).nbytes for n in graph.outputs)}
+/* Bytes of the static arena inside model.c: every activation, the inputs and outputs included. */
 #define TVMGEN_ARENA_BYTES {arena}
 
 #ifdef __cplusplus
 extern "C" {{
 #endif
 
-/* The input and output tensors inside the arena (as TensorFlow Lite Micro's). A run may
-   overwrite the input: write it again before each run. */
-int8_t *tvmgen_default_input(void);
-int8_t *tvmgen_default_output(void);
+/* Input / output i inside the arena (as TensorFlow Lite Micro's), NULL for i out of range. A run
+   may overwrite the inputs: write them again before each run. */
+void *tvmgen_default_input(int i);
+void *tvmgen_default_output(int i);
 
-/* Copy `input` (TVMGEN_INPUT_BYTES) into the arena unless it is tvmgen_default_input(), run,
-   copy the output to `output` (TVMGEN_OUTPUT_BYTES) unless it is tvmgen_default_output().
-   Returns 0. Not reentrant: all activations live in one static arena. */
-int tvmgen_default_run(const int8_t *input, int8_t *output);
+/* Copy inputs[i] (TVMGEN_INPUT_SIZES[i] bytes) into the arena unless it is NULL or
+   tvmgen_default_input(i), run, copy output i to outputs[i] unless it is NULL or
+   tvmgen_default_output(i). NULL tables: run in place. Returns 0. Not reentrant: all activations
+   live in one static arena. */
+int tvmgen_default_run(const void *const *inputs, void *const *outputs);
 
 #ifdef __cplusplus
 }}
@@ -255,7 +297,20 @@ int tvmgen_default_run(const int8_t *input, int8_t *output);
 """
 
 
-def _model_c(input_offset: int, output_offset: int, calls: list[str]) -> str:
+def _describe(t) -> str:
+    q = f", scale {t.s:.9g}, zero point {t.zp}" if t.is_quantized else ""
+    return f"{t.dtype} {list(t.shape)}{q}, {t.nbytes} B"
+
+
+def _c_comment(name: str) -> str:
+    """``name`` safe inside a C comment (model files name their tensors)."""
+    return "".join(c if c.isalnum() or c in "_:./-" else "?" for c in name)[:80]
+
+
+def _model_c(input_offsets: list[int], output_offsets: list[int], calls: list[str]) -> str:
+    def table(offsets):
+        return "{" + ", ".join(map(str, offsets)) + "}"
+
     return f"""#include <string.h>
 
 #include "model.h"
@@ -263,21 +318,28 @@ def _model_c(input_offset: int, output_offset: int, calls: list[str]) -> str:
 #include "weights.h"
 
 static _Alignas({ARENA_ALIGN}) uint8_t arena[TVMGEN_ARENA_BYTES];
+static const uint32_t input_offsets[TVMGEN_NUM_INPUTS] = {table(input_offsets)};
+static const uint32_t output_offsets[TVMGEN_NUM_OUTPUTS] = {table(output_offsets)};
+static const uint32_t input_sizes[TVMGEN_NUM_INPUTS] = TVMGEN_INPUT_SIZES;
+static const uint32_t output_sizes[TVMGEN_NUM_OUTPUTS] = TVMGEN_OUTPUT_SIZES;
 
-int8_t *tvmgen_default_input(void) {{ return (int8_t *)(arena + {input_offset}); }}
-int8_t *tvmgen_default_output(void) {{ return (int8_t *)(arena + {output_offset}); }}
+void *tvmgen_default_input(int i) {{ return i >= 0 && i < TVMGEN_NUM_INPUTS ? arena + input_offsets[i] : 0; }}
+void *tvmgen_default_output(int i) {{ return i >= 0 && i < TVMGEN_NUM_OUTPUTS ? arena + output_offsets[i] : 0; }}
 
-int tvmgen_default_run(const int8_t *input, int8_t *output) {{
-  if (input != tvmgen_default_input())
-    memcpy(tvmgen_default_input(), input, TVMGEN_INPUT_BYTES);
+int tvmgen_default_run(const void *const *inputs, void *const *outputs) {{
+  for (int i = 0; inputs && i < TVMGEN_NUM_INPUTS; i++)
+    if (inputs[i] && inputs[i] != tvmgen_default_input(i))
+      memcpy(tvmgen_default_input(i), inputs[i], input_sizes[i]);
 """ + "\n".join(calls) + """
-  if (output != tvmgen_default_output())
-    memcpy(output, tvmgen_default_output(), TVMGEN_OUTPUT_BYTES);
+  for (int i = 0; outputs && i < TVMGEN_NUM_OUTPUTS; i++)
+    if (outputs[i] && outputs[i] != tvmgen_default_output(i))
+      memcpy(outputs[i], tvmgen_default_output(i), output_sizes[i]);
   return 0;
 }
 """
 
 
 def _kernels_c(kernels) -> str:
-    return "#include <stdbool.h>\n#include <stdint.h>\n\n#include \"kernels.h\"\n\n" + "\n".join(
-        k.source for k in kernels)
+    # math.h: floor() of the float32 -> int8 QUANTIZE kernel (round half away from zero, in double)
+    return "#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n\n#include \"kernels.h\"\n\n" + \
+        "\n".join(k.source for k in kernels)

@@ -1,7 +1,9 @@
 """Model loading: one entry point for every source of an int8 graph.
 
 ``load_model`` takes a ``.tflite`` file (int8, imported as is), a ``.onnx`` file (float,
-quantized post-training on the calibration data) or a built-in architecture name.
+quantized post-training on the calibration data) or a built-in architecture name. Every graph
+then goes through the int8-graph rewrites (:func:`tvm_patchnet.rewrite.simplify`: explicit PADs
+folded into the padding of the conv after them, where exact), so every later step sees one graph.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..errors import PatchnetError
 from ..graph import Graph
+from ..rewrite import simplify
 
 
 def load_model(
@@ -28,6 +31,10 @@ def load_model(
     models; without it, activation ranges come from seeded random inputs, which is fine for
     memory and MAC analysis but not for accuracy.
     """
+    return simplify(_import(spec, resolution, width, calibration, seed))
+
+
+def _import(spec: str, resolution, width, calibration, seed: int) -> Graph:
     ext = os.path.splitext(spec)[1].lower()
     if ext in (".tflite", ".onnx"):
         if resolution is not None or width is not None:

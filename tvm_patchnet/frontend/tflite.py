@@ -158,10 +158,11 @@ class _Importer:
                                 f"needs {need:,} bytes")
         return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
-    def const_values(self, idx: int, what: str = "") -> np.ndarray:
+    def const_values(self, idx: int, what: str = "", dtypes: tuple = ("int32", "int64")) -> np.ndarray:
         t = self.tensors[self.name(idx, what)]
-        if t.data is None or t.dtype not in ("int32", "int64"):
-            raise PatchnetError(f"{self.path}: {what}: tensor {idx} '{printable(t.name)}' must be an integer constant")
+        if t.data is None or t.dtype not in dtypes:
+            raise PatchnetError(f"{self.path}: {what}: tensor {idx} '{printable(t.name)}' must be an integer constant "
+                                f"({' or '.join(dtypes)})")
         return t.data
 
     # ---------------------------------------------------------------------- ops
@@ -322,7 +323,13 @@ def _pad(imp: _Importer, op, ins, outs):
     if values.size % 2:
         raise PatchnetError(f"{imp.path}: {imp.where}: paddings {values.shape} are not (before, after) pairs")
     pads = [tuple(int(v) for v in row) for row in values.reshape(-1, 2)]
-    return "pad", [imp.name(ins[0])], {"paddings": pads}
+    attrs = {"paddings": pads}
+    if len(ins) > 2 and ins[2] >= 0:  # PADV2's constant_values: a scalar of the output's dtype
+        value = imp.const_values(ins[2], imp.where, (imp.tensors[imp.name(outs[0])].dtype,))
+        if value.size != 1:
+            raise PatchnetError(f"{imp.path}: {imp.where}: constant_values has {value.size} values, not one")
+        attrs["value"] = int(value.reshape(-1)[0])
+    return "pad", [imp.name(ins[0])], attrs
 
 
 def _transpose(imp: _Importer, op, ins, outs):

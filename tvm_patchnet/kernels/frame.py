@@ -37,6 +37,11 @@ class Frame:
     def fill(self, name: str, default: int) -> int:
         return self.fills.get(name, default)
 
+    def stored_with_margins(self, name: str) -> bool:
+        """Whether ``name`` is a stage intermediate (margins, maybe all 0, hold every tile's
+        region), not the stage input, which the stage reads in place: full size, no margins."""
+        return name in self.margins
+
 
 NO_FRAME = Frame()
 
@@ -53,6 +58,21 @@ def valid(i, j, margin: tuple[int, int, int, int], h: int, w: int):
     t, left, b, r = margin
     terms = ([i - t] if t else []) + ([t + h - 1 - i] if b else []) + ([j - left] if left else []) + (
         [left + w - 1 - j] if r else [])
+    if not terms:
+        return None
+    acc = terms[0]
+    for term in terms[1:]:
+        acc = acc | term
+    return acc >= 0
+
+
+def inside(i, j, h: int, w: int, rows: tuple[bool, bool], cols: tuple[bool, bool]):
+    """Condition "map position (i, j) lies inside the h x w map", checking only the sides
+    (low, high) that can be out; None when none can. The OR form of :func:`valid`, for the same
+    reason: a PAD inside a patch stage reads its input under this condition, and affine bounds
+    would make compaction clip its region."""
+    terms = ([i] if rows[0] else []) + ([h - 1 - i] if rows[1] else []) + ([j] if cols[0] else []) + (
+        [w - 1 - j] if cols[1] else [])
     if not terms:
         return None
     acc = terms[0]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from ..graph import Graph, Op
+from ..graph import Graph, Op, pad_hw, pad_value
 from ..quant import quantize_multiplier
 from . import Lowered, register
+from .frame import Frame, guarded, inside, valid
 from .indexing import ravel, unravel
 from .requant import clamp_to_int8, mbqm_const
 
@@ -40,10 +41,13 @@ def lower_transpose(graph: Graph, op: Op) -> Lowered:
 
 
 @register("pad")
-def lower_pad(graph: Graph, op: Op) -> Lowered:
+def lower_pad(graph: Graph, op: Op, frame: Frame | None = None) -> Lowered:
+    """TFLite's PAD (any rank); ``frame``: inside a patch stage, see :func:`_pad_in_stage`."""
+    if frame is not None:
+        return _pad_in_stage(graph, op, frame)
     x, y = graph.t(op.inputs[0]), graph.t(op.outputs[0])
     pads = op.attrs["paddings"]
-    fill = tirx.const(y.zp, "int8")  # TFLite pads quantized tensors with the output zero point
+    fill = tirx.const(pad_value(graph, op), "int8")  # PAD: the output zero point; PADV2: its constant
 
     def compute(xt):
         def f(*i):
@@ -54,6 +58,39 @@ def lower_pad(graph: Graph, op: Op) -> Lowered:
         return te.compute(y.shape, f, name=op.name)
 
     return Lowered(op.name, compute, [op.inputs[0]])
+
+
+def _pad_in_stage(graph: Graph, op: Op, frame: Frame) -> Lowered:
+    """A PAD over H and W inside a patch stage (``frame.py``): output (i, j) of the extended
+    frame is input (i - top, j - left) of the map where that lies in the input map, the PAD's
+    fill (:func:`~tvm_patchnet.graph.pad_value`) elsewhere in the output map, and the output's margin fill
+    outside it. Reads happen only inside the input map. An intermediate input's margins hold
+    every tile's region (the planner's), so its indices need no clamping; the stage input is
+    read in place, without margins, so its indices are clamped to it (the value read at a
+    clamped index is never used)."""
+    xn, yn = op.inputs[0], op.outputs[0]
+    x, y = graph.t(xn), graph.t(yn)
+    top, left, bottom, right = pad_hw(op)
+    _, h, w, _ = x.shape
+    _, oh, ow, _ = y.shape
+    mo, mi = frame.margin(yn), frame.margin(xn)
+    value = tirx.const(pad_value(graph, op), "int8")
+    fill = tirx.const(frame.fill(yn, y.zp), "int8")
+    in_place = not frame.stored_with_margins(xn)  # the stage input
+
+    def compute(xt):
+        def f(b, i, j, c):
+            r, s = i - mo[0] - top, j - mo[1] - left  # input map position of output (i, j)
+            cond = inside(r, s, h, w, (top > 0, bottom > 0), (left > 0, right > 0))
+            if in_place:
+                src = xt[b, tirx.max(tirx.min(r, h - 1), 0), tirx.max(tirx.min(s, w - 1), 0), c]
+            else:
+                src = xt[b, r + mi[0], s + mi[1], c]
+            return guarded(valid(i, j, mo, oh, ow), guarded(cond, src, value), fill)
+
+        return te.compute(frame.ext_shape(yn, y.shape), f, name=op.name)
+
+    return Lowered(op.name, compute, [xn])
 
 
 @register("resize_nearest")

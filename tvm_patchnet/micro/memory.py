@@ -2,7 +2,7 @@
 
 flash = .vectors/.text + .rodata + .ARM.exidx + .data (its initial values live in flash)
 SRAM  = .data + .bss + peak stack (painted and measured on the board, reported by stats())
-All sizes are bytes. The model's input and output live in its arena (.bss of model.c).
+All sizes are bytes. The model's inputs and outputs live in its arena (.bss of model.c).
 """
 
 from __future__ import annotations

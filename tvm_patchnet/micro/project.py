@@ -29,7 +29,8 @@ def board_info(board: str) -> dict:
 def create_project(codegen_dir: str, board: str, project_dir: str, memory_map: str | None = None,
                    **options) -> str:
     """Copy the board template, the shared firmware and ``codegen_dir`` (C files exposing
-    ``tvmgen_default_run``; model.h with TVMGEN_INPUT/OUTPUT/ARENA_BYTES) into ``project_dir``.
+    ``tvmgen_default_run``; model.h with TVMGEN_NUM_INPUTS/OUTPUTS, TVMGEN_INPUT/OUTPUT_SIZES and
+    TVMGEN_INPUT/OUTPUT/ARENA_BYTES) into ``project_dir``.
 
     memory_map: QEMU boards only, a Nucleo name: link with that board's SRAM/flash sizes.
     options: see microtvm_projects.project_api.PROJECT_OPTIONS (stack_min bytes, opt, uart_baud,

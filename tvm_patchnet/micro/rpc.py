@@ -28,7 +28,7 @@ from .errors import (
 )
 from .transport import Transport
 
-PROTO_VERSION = 2  #: RPC_PROTO_VERSION of the firmware this host speaks to
+PROTO_VERSION = 3  #: RPC_PROTO_VERSION of the firmware this host speaks to (3: several inputs / outputs)
 SYNC = b"\xa5\x5a"
 CMD_PING, CMD_INFO, CMD_SET_INPUT, CMD_RUN, CMD_GET_OUTPUT, CMD_STATS, CMD_CALIBRATE = range(7)
 CMD_FAULT = 0x7F
@@ -41,7 +41,7 @@ CMD_NAMES = {CMD_PING: "PING", CMD_INFO: "INFO", CMD_SET_INPUT: "SET_INPUT", CMD
              CMD_GET_OUTPUT: "GET_OUTPUT", CMD_STATS: "STATS", CMD_CALIBRATE: "CALIBRATE"}
 EXCEPTIONS = {2: "NMI", 3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "UsageFault"}
 
-INFO_FMT = "<BBHIIIIIIII"  # then the board name
+INFO_FMT = "<BBHIIIIIIIIBBH"  # then the board name
 STATS_FMT = "<BBHIQQQIIIIIIi"
 
 

@@ -35,8 +35,8 @@ class DeviceInfo:
     board: str
     protocol: int
     counter: str | None      #: "instructions", "cycles" or None (QEMU without the plugin)
-    input_bytes: int
-    output_bytes: int
+    input_bytes: int         #: all inputs together (TVMGEN_INPUT_BYTES)
+    output_bytes: int        #: all outputs together (TVMGEN_OUTPUT_BYTES)
     arena_bytes: int         #: TVMGEN_ARENA_BYTES
     cpu_hz: int              #: core clock the firmware runs at (MPS2: nominal 25 MHz)
     ram_bytes: int           #: RAM region of the link (the board's, or the memory map's)
@@ -44,6 +44,8 @@ class DeviceInfo:
     bss_bytes: int
     stack_bytes: int         #: stack available: RAM above .bss minus the 32-byte MPU guard
     max_payload: int
+    num_inputs: int          #: TVMGEN_NUM_INPUTS
+    num_outputs: int         #: TVMGEN_NUM_OUTPUTS
 
 
 @dataclass
@@ -136,12 +138,14 @@ class Session:
             v = struct.unpack_from(INFO_FMT, d)
             self._info = DeviceInfo(board=d[n:].decode(errors="replace"), protocol=v[0], counter=COUNTERS.get(v[1]),
                                     max_payload=v[2], input_bytes=v[3], output_bytes=v[4], arena_bytes=v[5],
-                                    cpu_hz=v[6], ram_bytes=v[7], data_bytes=v[8], bss_bytes=v[9], stack_bytes=v[10])
+                                    cpu_hz=v[6], ram_bytes=v[7], data_bytes=v[8], bss_bytes=v[9], stack_bytes=v[10],
+                                    num_inputs=v[11], num_outputs=v[12])
         return self._info
 
     def set_input(self, data) -> None:
-        """``data``: bytes or an int8 array of exactly info().input_bytes bytes (any shape)."""
-        raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        """``data``: the model's inputs one after the other, in order, exactly info().input_bytes
+        bytes: bytes, an array (any shape or dtype), or a list of arrays (the inputs in order)."""
+        raw = _raw(data)
         want = self.info().input_bytes
         if len(raw) != want:
             raise MicroError(f"{self.rpc.name}: input has {len(raw)} bytes, the model takes {want}")
@@ -178,7 +182,8 @@ class Session:
                        max=max(r.max for r in runs), rc=next((r.rc for r in runs if r.rc), 0))
 
     def get_output(self) -> np.ndarray:
-        """The output buffer as a flat int8 array of info().output_bytes."""
+        """The outputs one after the other, in order, as a flat int8 array of info().output_bytes
+        (split and view them by the model's output sizes and dtypes)."""
         total, step = self.info().output_bytes, min(self.info().max_payload, MAX_LEN) - 1
         out = b"".join(self._call(CMD_GET_OUTPUT, struct.pack("<IH", off, min(step, total - off)))
                        for off in range(0, total, step))
@@ -217,6 +222,14 @@ class Session:
         return rep
 
 
+def _raw(data) -> bytes:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).tobytes()
+    if isinstance(data, (list, tuple)) and all(isinstance(x, np.ndarray) for x in data):
+        return b"".join(np.ascontiguousarray(x).tobytes() for x in data)
+    return bytes(data)
+
+
 def _check_timeout(timeout: float | None, what: str) -> None:
     if timeout is not None and not timeout > 0:
         raise MicroError(f"{what} must be > 0 s, got {timeout!r}")
@@ -233,8 +246,9 @@ def _stats(d: bytes, name: str) -> RunStats:
 
 def measure(project_dir: str, data=None, n: int = 1, options: dict | None = None,
             check_fit: bool = True, run_timeout: float = 600.0) -> tuple[np.ndarray, RunStats, MemoryReport]:
-    """One call for a CLI: open a session on a built project, upload ``data`` (zeros if None),
-    run n times, and return (output int8 array, RunStats, MemoryReport with the peak stack).
+    """One call for a CLI: open a session on a built project, upload ``data`` (the inputs one
+    after the other, see :meth:`Session.set_input`; zeros if None), run n times, and return (the
+    outputs one after the other as an int8 array, RunStats, MemoryReport with the peak stack).
     check_fit: raise DoesNotFit if .data + .bss + peak stack exceed the SRAM budget;
     run_timeout: seconds each run may take (see Session)."""
     with Session(project_dir, options=options, run_timeout=run_timeout) as s:

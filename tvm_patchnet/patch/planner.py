@@ -3,7 +3,8 @@
 Given an int8 graph, a split point ``n`` (the leading blocks ``0..n-1`` run patch by patch;
 the stem conv is block 0) and a ``p x p`` grid of output tiles, the planner infers, for every
 tensor of the patch stage and every tile, the region the tile needs (receptive field, stride,
-padding and dilation, clipped at the feature-map borders), and from those:
+padding and dilation for windows; the same region for elementwise ops; the region shifted by
+(-top, -left) for a PAD over H and W, whose out-of-map part is its fill), and from those:
 
 - the input patch size and the patch buffer of every stage tensor (the largest region over the
   tiles: what the patched TIR allocates, checked in tests against the lowered PrimFunc);
@@ -15,7 +16,10 @@ padding and dilation, clipped at the feature-map borders), and from those:
 
 Tiles follow TIR's ``split``: a tile is ``ceil(H / p)`` rows high, the last ones may be shorter.
 Regions are not clipped at the map's borders: stage intermediates are stored with margins
-(``kernels/frame.py``) that hold what padding means, filled, not computed. Buffer sizes come from
+(``kernels/frame.py``) that hold what padding means, filled, not computed. Margins reach as far
+as whole tiles do (with uneven tiles the last op computes whole tiles, see ``stage.py``), so TIR
+never clips a region under a predicate, which its buffer compaction would bound loosely (a
+stride-2 VALID window once got a plane of 41x41 for the planner's 9x9). Buffer sizes come from
 the unclipped regions (what TIR allocates), MACs from the regions clipped to the map.
 As in the paper (Sec. 3.1), the stage input is counted at patch size: an image can be produced
 patch by patch (camera lines, JPEG decoding), so only one input patch needs to be in SRAM.
@@ -24,18 +28,21 @@ patch by patch (camera lines, JPEG decoding), so only one input patch needs to b
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..analysis.liveness import analyze
+from ..analysis.liveness import analyze, plane_hw
 from ..analysis.profile import op_macs
 from ..errors import PatchnetError, StageError
-from ..graph import Graph, Op
+from ..graph import Graph, Op, pad_hw
 
 #: Ops a patch stage may contain, and how each maps an output region to its input regions.
 _WINDOWED = ("conv2d", "depthwise_conv2d", "avg_pool2d", "max_pool2d")
 _ELEMENTWISE = ("add", "mul", "quantize")
+#: a PAD over H and W: the output region shifted by (-top, -left); what falls outside the input
+#: map is the PAD's fill, computed, never read (``kernels/layout.py``)
+_SHIFT = ("pad",)
 #: value a windowed reader needs in the margin of its input (conv: the input's zero point)
 _FILL = {"avg_pool2d": 0, "max_pool2d": -128}
 
@@ -166,14 +173,30 @@ def stage_of(graph: Graph, split: int) -> tuple[list[int], str, str]:
     if len(external) != 1:
         raise StageError(f"{graph.name}: the patch stage reads {len(external)} inputs; it must read one")
     for i in ops:
-        op = graph.ops[i]
-        if op.kind not in _WINDOWED + _ELEMENTWISE or len(graph.t(op.outputs[0]).shape) != 4:
-            raise StageError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} cannot run "
-                                f"per patch; choose a split <= {op.block}")
+        why = _obstacle(graph, graph.ops[i])
+        if why:
+            op = graph.ops[i]
+            hint = f"; choose a split <= {op.block}" if op.block else ""
+            raise StageError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} {why}{hint}")
     return ops, external.pop(), escaping[0]
 
 
-def _input_regions(graph: Graph, op: Op, out: Region, block: int) -> dict[str, Region]:
+def _obstacle(graph: Graph, op: Op) -> str | None:
+    """Why ``op`` cannot run per patch (None if it can)."""
+    if len(graph.t(op.outputs[0]).shape) != 4 or op.kind not in _WINDOWED + _ELEMENTWISE + _SHIFT:
+        return "cannot run per patch"
+    if op.kind == "pad" and pad_hw(op) is None:
+        return "pads batch or channels: cannot run per patch"
+    if op.kind in _WINDOWED:
+        _, h, w, _ = graph.t(op.inputs[0]).shape
+        kh, kw = graph.t(op.inputs[1]).shape[1:3] if "conv" in op.kind else op.attrs["pool"]
+        pad = op.attrs["padding"]
+        if (kh, kw) == (h + pad[0] + pad[2], w + pad[1] + pad[3]) and h * w > 1:
+            return "reads the whole feature map (global pooling, e.g. an SE block): cannot run per patch"
+    return None
+
+
+def _input_regions(graph: Graph, op: Op, out: Region) -> dict[str, Region]:
     """The region of each activation input that ``op`` needs to produce ``out``."""
     res = {}
     for name in graph.activation_inputs(op):
@@ -183,17 +206,28 @@ def _input_regions(graph: Graph, op: Op, out: Region, block: int) -> dict[str, R
             sh, sw = op.attrs["strides"]
             dh, dw = op.attrs.get("dilation", (1, 1))
             top, left = op.attrs["padding"][:2]
-            if (kh, kw) == (h + sum(op.attrs["padding"][::2]), w + sum(op.attrs["padding"][1::2])) and h * w > 1:
-                raise StageError(f"{graph.name}: op '{op.name}' ({op.kind}) in block {block} reads the whole "
-                                    f"feature map (global pooling, e.g. an SE block); choose a split <= {block}")
             r = Region(out.r0 * sh - top, (out.r1 - 1) * sh - top + (kh - 1) * dh + 1,
                        out.c0 * sw - left, (out.c1 - 1) * sw - left + (kw - 1) * dw + 1)
+        elif op.kind == "pad":
+            top, left = pad_hw(op)[:2]
+            r = Region(out.r0 - top, out.r1 - top, out.c0 - left, out.c1 - left)
         elif (h, w) == (1, 1) and graph.t(op.outputs[0]).shape[1:3] != (1, 1):
             r = Region(0, 1, 0, 1)  # broadcast operand (per-channel scale)
         else:
             r = out
         res[name] = r
     return res
+
+
+def _regions(graph: Graph, ops: list[int], stage_out: str, out: Region) -> dict[str, Region]:
+    """The region of every stage tensor that output region ``out`` of the stage needs, unclipped:
+    regions may reach past the map into margins."""
+    regions = {stage_out: out}
+    for i in reversed(ops):
+        op = graph.ops[i]
+        for name, r in _input_regions(graph, op, regions[op.outputs[0]]).items():
+            regions[name] = regions[name].union(r) if name in regions else r
+    return regions
 
 
 def _clip(r: Region, h: int, w: int) -> Region:
@@ -232,19 +266,22 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         for tx in range(patches):
             if ty * th >= oh or tx * tw >= ow:
                 continue  # TIR's split leaves trailing tiles empty when ceil(H/p) * (p-1) >= H
-            regions = {stage_out: Region(ty * th, min((ty + 1) * th, oh), tx * tw, min((tx + 1) * tw, ow))}
-            for i in reversed(ops):  # unclipped: regions may reach past the map into margins
-                op = graph.ops[i]
-                for name, r in _input_regions(graph, op, regions[op.outputs[0]], op.block).items():
-                    regions[name] = regions[name].union(r) if name in regions else r
-            tiles.append(Tile(ty, tx, regions))
+            out = Region(ty * th, min((ty + 1) * th, oh), tx * tw, min((tx + 1) * tw, ow))
+            tiles.append(Tile(ty, tx, _regions(graph, ops, stage_out, out)))
+    # With uneven tiles the last op computes whole tiles (``stage.py``): in TIR every tile of the
+    # p x p loop, empty ones included, reaches as far as a whole tile's region, and margins must
+    # hold that, or TIR clips the region under a predicate and compacts loosely.
+    reach = [t.regions for t in tiles]
+    if oh % patches or ow % patches:
+        reach += [_regions(graph, ops, stage_out, Region(ty * th, (ty + 1) * th, tx * tw, (tx + 1) * tw))
+                  for ty in range(patches) for tx in range(patches)]
     # Margins: how far any tile's region of a tensor reaches past its map (top, left, bottom, right).
     margins = {}
     for name in tiles[0].regions:
         if name in (stage_in, stage_out):
             continue
         _, h, w, _ = graph.t(name).shape
-        rs = [t.regions[name] for t in tiles]
+        rs = [r[name] for r in reach]
         margins[name] = (max(0, -min(r.r0 for r in rs)), max(0, -min(r.c0 for r in rs)),
                          max(0, max(r.r1 for r in rs) - h), max(0, max(r.c1 for r in rs) - w))
     shapes = {}
@@ -280,8 +317,7 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
     if tile_buffer:
         stage_buffers[stage_out + "#tile"] = (1, th, tw, graph.t(stage_out).shape[3])
     for k in patch_live.scratch:
-        x = patch_graph.t(patch_graph.ops[k].inputs[0])
-        stage_buffers[patch_graph.ops[k].outputs[0] + "#scratch"] = (1, x.shape[1], x.shape[2], 1)
+        stage_buffers[patch_graph.ops[k].outputs[0] + "#scratch"] = (1, *plane_hw(patch_graph, patch_graph.ops[k]), 1)
     block_peaks = {}
     for k, op in enumerate(patch_graph.ops):
         block_peaks[op.block] = max(block_peaks.get(op.block, 0), op_bytes[k])
@@ -305,7 +341,10 @@ def patch_graph(graph: Graph, plan: PatchPlan) -> Graph:
 
 
 def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, shapes, tile=None) -> Graph:
-    """The stage as one patch sees it: tensors at patch size, the output buffer at full size.
+    """The stage as one patch sees it: tensors at patch size, the output buffer at full size,
+    windows without padding (they read margins, or the stage input's patch, which their guards
+    clip: a patch holds every tap its window reads, which sizes an in-place depthwise conv's
+    plane, ``liveness.plane_hw``).
 
     With ``tile`` (uneven tiles) the last op writes a whole-tile buffer that a copy moves into
     the output, as the patched TIR does.
@@ -322,7 +361,8 @@ def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, sh
             t = copy.copy(tensors[n])
             t.shape = s
             tensors[n] = t
-    stage_ops = [graph.ops[i] for i in ops]
+    stage_ops = [replace(graph.ops[i], attrs={**graph.ops[i].attrs, "padding": (0, 0, 0, 0)})
+                 if graph.ops[i].kind in _WINDOWED else graph.ops[i] for i in ops]
     if tile:
         last = stage_ops[-1]
         tile_name = stage_out + "#tile"

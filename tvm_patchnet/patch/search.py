@@ -8,10 +8,12 @@ meets is an error stating the smallest peak reachable. Every figure comes from t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..analysis.liveness import analyze
 from ..errors import PatchnetError, StageError
 from ..graph import Graph
-from .planner import PatchPlan, plan_patches
+from .planner import PatchPlan, plan_patches, stage_of
 
 #: patch counts tried by ``auto``: the paper's range (Sec. 4.4, Figure 8); larger grids buy
 #: little memory for a steeply growing overhead.
@@ -40,19 +42,79 @@ def candidate_plans(graph: Graph, patches: int | None = None, split: int | None 
     return plans
 
 
+@dataclass
+class Resolution:
+    """What the user's settings resolve to: a plan, or None (layer by layer) with ``note``, one
+    line saying why when ``auto`` chose layer by layer."""
+
+    plan: PatchPlan | None
+    note: str | None = None
+
+
 def resolve_plan(graph: Graph, patches=None, split=None, sram_bytes: int | None = None) -> PatchPlan | None:
+    """:func:`resolve`'s plan (None: layer by layer)."""
+    return resolve(graph, patches, split, sram_bytes).plan
+
+
+def resolve(graph: Graph, patches=None, split=None, sram_bytes: int | None = None) -> Resolution:
     """The plan for user settings: ``patches``/``split`` are ints, "auto" or None. None/None:
     layer by layer, or with ``sram_bytes`` the cheapest setting that fits; ``patches`` 1:
-    layer by layer. Returns None for layer-by-layer execution."""
+    layer by layer. ``auto`` never fails on a model that fits layer by layer: when no patch
+    setting can run or none lowers the peak, it resolves to layer by layer and says why. An
+    explicit setting that cannot run is an error naming the largest split that can."""
     if patches is None and split is None:
-        return choose_plan(graph, sram_bytes=sram_bytes) if sram_bytes is not None else None
+        if sram_bytes is None:
+            return Resolution(None)
+        return _auto(graph, None, None, sram_bytes)
     if patches is None or split is None:
         raise PatchnetError("--patches and --split go together (each a number or 'auto')")
     if patches == 1:
-        return None
+        return Resolution(None)
     if isinstance(patches, int) and isinstance(split, int):
-        return plan_patches(graph, patches, split)
-    return choose_plan(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
+        try:
+            return Resolution(plan_patches(graph, patches, split))
+        except StageError as e:
+            raise StageError(f"{e}; {_largest_split_hint(graph)}") from None
+    return _auto(graph, None if patches == "auto" else patches, None if split == "auto" else split, sram_bytes)
+
+
+def _auto(graph: Graph, patches: int | None, split: int | None, sram_bytes: int | None) -> Resolution:
+    per_layer = analyze(graph, in_place=True).peak_bytes
+    fits_layer_by_layer = sram_bytes is None or per_layer <= sram_bytes
+    if sram_bytes is not None and fits_layer_by_layer and patches is None and split is None:
+        return Resolution(None, f"layer by layer: its peak {per_layer:,} B fits {sram_bytes:,} B of SRAM")
+    try:
+        plan = choose_plan(graph, patches, split, sram_bytes)
+    except PatchnetError as e:
+        if not fits_layer_by_layer:
+            raise
+        why = str(e).removeprefix(f"{graph.name}: ")
+        return Resolution(None, f"layer by layer (peak {per_layer:,} B): no patch setting can run ({why})")
+    if sram_bytes is None and plan.peak_bytes >= per_layer:
+        return Resolution(None, f"layer by layer (peak {per_layer:,} B): patches do not lower it (the best, "
+                                f"{plan.patches}x{plan.patches} over blocks 0..{plan.split - 1}, peaks at "
+                                f"{plan.peak_bytes:,} B)")
+    return Resolution(plan)
+
+
+def largest_split(graph: Graph) -> int:
+    """The largest n whose blocks 0..n-1 can run per patch (0: none can). Obstacles only grow
+    with n (a larger stage contains the smaller one), so the first failure ends the scan."""
+    best = 0
+    for n in range(1, graph.num_blocks):
+        try:
+            stage_of(graph, n)
+        except StageError:
+            break
+        best = n
+    return best
+
+
+def _largest_split_hint(graph: Graph) -> str:
+    n = largest_split(graph)
+    if n == 0:
+        return "no split of this model can run per patch: compile it layer by layer (omit --patches)"
+    return f"the largest split that can run per patch is {n} (--split {n}, or --split auto)"
 
 
 def choose_plan(graph: Graph, patches: int | None = None, split: int | None = None,
