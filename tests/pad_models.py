@@ -129,6 +129,32 @@ class Net:
         self.b.op("FULLY_CONNECTED", [flat, wid, bid], [y], {"fused_activation_function": None})
         return self
 
+    def transpose(self, perm: tuple):
+        """TRANSPOSE by ``perm`` (same quantization)."""
+        x = self.x
+        pid = self._const(np.array(perm, np.int32), "int32")
+        self._out(tuple(self.shape[p] for p in perm), self.scale, self.zp, "transpose")
+        self.b.op("TRANSPOSE", [x, pid], [self.x])
+        return self
+
+    def mean_head(self, classes: int = 10):
+        """MEAN over H and W (keep_dims false: [1, C]), fully connected."""
+        _, h, w, c = self.shape
+        axes = self._const(np.array([1, 2], np.int32), "int32")
+        x = self.x
+        # the mean of h * w values, its spread sqrt(h * w) times smaller, requantized to 30 steps
+        scale = float(self.scale * self.spread / np.sqrt(h * w) / 30)
+        self.spread = 30.0
+        mean = self._out((1, c), scale, self.zp, "mean")
+        self.b.op("MEAN", [x, axes], [mean], {"keep_dims": False})
+        w_fc = self.rng.integers(-127, 128, size=(classes, c), dtype=np.int8)
+        wid = self._const(w_fc, "int8", scale=0.01, zero_point=0)
+        bid = self._const(self.rng.integers(-500, 500, size=classes).astype(np.int32), "int32",
+                          scale=self.scale * 0.01, zero_point=0)
+        y = self._out((1, classes), float(self.scale * 0.01 * 60 * np.sqrt(c)), 0, "fc")
+        self.b.op("FULLY_CONNECTED", [mean, wid, bid], [y], {"fused_activation_function": None})
+        return self
+
     def finish(self, outputs: list | None = None) -> bytes:
         """The model; its outputs: ``outputs`` (tensor ids), or the current activation."""
         return self.b.finish([self.input], outputs or [self.x])

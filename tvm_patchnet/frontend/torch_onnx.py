@@ -14,6 +14,7 @@ from ..analysis.blocks import assign_blocks
 from ..errors import PatchnetError, UnsupportedOpsError
 from ..graph import Graph
 from .float_graph import relax_to_float_graph
+from .onnx_fold import fold_constants
 
 
 def _one_line(e: BaseException) -> str:
@@ -78,6 +79,10 @@ def import_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     if len(dims) != 4 or None in dims or dims[0] != 1:
         raise PatchnetError(f"{path}: input '{inputs[0].name}' must be one static NCHW image (batch 1), got "
                             f"{dims}; pass input_shape")
+    try:
+        model = fold_constants(model)
+    except Exception as e:  # the reference evaluator raises many types on odd models
+        raise PatchnetError(f"{path}: cannot evaluate the model's constant subgraphs ({_one_line(e)})") from e
     known = _get_convert_map()
     missing = [(i, n.op_type) for i, n in enumerate(model.graph.node) if n.op_type not in known
                and n.op_type != "Constant"]

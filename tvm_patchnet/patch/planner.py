@@ -4,7 +4,9 @@ Given an int8 graph, a split point ``n`` (the leading blocks ``0..n-1`` run patc
 the stem conv is block 0) and a ``p x p`` grid of output tiles, the planner infers, for every
 tensor of the patch stage and every tile, the region the tile needs (receptive field, stride,
 padding and dilation for windows; the same region for elementwise ops; the region shifted by
-(-top, -left) for a PAD over H and W, whose out-of-map part is its fill), and from those:
+(-top, -left) for a PAD over H and W, whose out-of-map part is its fill; the same rows and
+columns, every channel, for a leading TRANSPOSE that turns an NCHW stage input into NHWC),
+and from those:
 
 - the input patch size and the patch buffer of every stage tensor (the largest region over the
   tiles: what the patched TIR allocates, checked in tests against the lowered PrimFunc);
@@ -23,6 +25,8 @@ stride-2 VALID window once got a plane of 41x41 for the planner's 9x9). Buffer s
 the unclipped regions (what TIR allocates), MACs from the regions clipped to the map.
 As in the paper (Sec. 3.1), the stage input is counted at patch size: an image can be produced
 patch by patch (camera lines, JPEG decoding), so only one input patch needs to be in SRAM.
+Every stage tensor is NHWC except the stage input, which may be NCHW when the stage reads it
+only through such a TRANSPOSE (``PatchPlan.input_layout``): its patch keeps that layout.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ _ELEMENTWISE = ("add", "mul", "quantize")
 #: a PAD over H and W: the output region shifted by (-top, -left); what falls outside the input
 #: map is the PAD's fill, computed, never read (``kernels/layout.py``)
 _SHIFT = ("pad",)
+#: a TRANSPOSE NCHW -> NHWC of the stage input: the output region's rows and columns, every
+#: channel, gathered from the input read in place (``kernels/layout.py``)
+_GATHER = ("transpose",)
+#: the one TRANSPOSE a stage may hold: channels last
+TO_NHWC = (0, 2, 3, 1)
 #: value a windowed reader needs in the margin of its input (conv: the input's zero point)
 _FILL = {"avg_pool2d": 0, "max_pool2d": -128}
 
@@ -89,7 +98,9 @@ class PatchPlan:
     stage_output: str
     tile_hw: tuple[int, int]
     tiles: list[Tile]
+    #: rows and columns of the largest input patch
     input_patch: tuple[int, int]
+    #: per-patch shape of every stage tensor, in its layout (NHWC; the stage input: ``input_layout``)
     patch_shapes: dict[str, tuple[int, ...]]
     patch_buffer_bytes: dict[str, int]
     patch_stage_peak_bytes: int
@@ -112,6 +123,8 @@ class PatchPlan:
     #: accumulated into a residual skip has none), ``<out>#tile`` (uneven tiles) and
     #: ``<out>#scratch`` (the channel plane of an in-place depthwise conv)
     stage_buffers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: layout of the stage input: "NHWC", or "NCHW" when a TRANSPOSE turns it NHWC in the stage
+    input_layout: str = "NHWC"
 
     @property
     def stage_mac_overhead(self) -> float:
@@ -172,17 +185,36 @@ def stage_of(graph: Graph, split: int) -> tuple[list[int], str, str]:
     external = {n for i in ops for n in graph.activation_inputs(graph.ops[i]) if n not in produced}
     if len(external) != 1:
         raise StageError(f"{graph.name}: the patch stage reads {len(external)} inputs; it must read one")
+    stage_in = external.pop()
+    nchw = input_layout(graph, ops, stage_in) == "NCHW"
     for i in ops:
-        why = _obstacle(graph, graph.ops[i])
+        why = _obstacle(graph, graph.ops[i], stage_in, nchw)
         if why:
             op = graph.ops[i]
             hint = f"; choose a split <= {op.block}" if op.block else ""
             raise StageError(f"{graph.name}: op {i} '{op.name}' ({op.kind}) in block {op.block} {why}{hint}")
-    return ops, external.pop(), escaping[0]
+    return ops, stage_in, escaping[0]
 
 
-def _obstacle(graph: Graph, op: Op) -> str | None:
-    """Why ``op`` cannot run per patch (None if it can)."""
+def _is_gather(graph: Graph, op: Op, stage_in: str) -> bool:
+    """Whether ``op`` is a TRANSPOSE of the 4-D stage input that moves channels last."""
+    return (op.kind in _GATHER and op.inputs[0] == stage_in and len(graph.t(stage_in).shape) == 4
+            and tuple(op.attrs["perm"]) == TO_NHWC)
+
+
+def input_layout(graph: Graph, ops: list[int], stage_in: str) -> str:
+    """Layout of the stage input: "NCHW" when a stage op transposes it channels last, else "NHWC"."""
+    return "NCHW" if any(_is_gather(graph, graph.ops[i], stage_in) for i in ops) else "NHWC"
+
+
+def _obstacle(graph: Graph, op: Op, stage_in: str, nchw: bool) -> str | None:
+    """Why ``op`` cannot run per patch (None if it can); ``nchw``: the stage input is NCHW."""
+    if op.kind in _GATHER:
+        return None if _is_gather(graph, op, stage_in) else (
+            "transposes a tensor other than an NCHW stage input to NHWC: cannot run per patch "
+            "(a patch stage may start with TRANSPOSE perm [0, 2, 3, 1] of its input)")
+    if nchw and stage_in in op.inputs:
+        return "reads the NCHW stage input directly (not through its TRANSPOSE to NHWC): cannot run per patch"
     if len(graph.t(op.outputs[0]).shape) != 4 or op.kind not in _WINDOWED + _ELEMENTWISE + _SHIFT:
         return "cannot run per patch"
     if op.kind == "pad" and pad_hw(op) is None:
@@ -200,7 +232,6 @@ def _input_regions(graph: Graph, op: Op, out: Region) -> dict[str, Region]:
     """The region of each activation input that ``op`` needs to produce ``out``."""
     res = {}
     for name in graph.activation_inputs(op):
-        _, h, w, _ = graph.t(name).shape
         if op.kind in _WINDOWED:
             kh, kw = graph.t(op.inputs[1]).shape[1:3] if "conv" in op.kind else op.attrs["pool"]
             sh, sw = op.attrs["strides"]
@@ -211,7 +242,9 @@ def _input_regions(graph: Graph, op: Op, out: Region) -> dict[str, Region]:
         elif op.kind == "pad":
             top, left = pad_hw(op)[:2]
             r = Region(out.r0 - top, out.r1 - top, out.c0 - left, out.c1 - left)
-        elif (h, w) == (1, 1) and graph.t(op.outputs[0]).shape[1:3] != (1, 1):
+        elif op.kind in _GATHER:  # NCHW -> NHWC: the same rows and columns, every channel
+            r = out
+        elif graph.t(name).shape[1:3] == (1, 1) and graph.t(op.outputs[0]).shape[1:3] != (1, 1):
             r = Region(0, 1, 0, 1)  # broadcast operand (per-channel scale)
         else:
             r = out
@@ -228,6 +261,11 @@ def _regions(graph: Graph, ops: list[int], stage_out: str, out: Region) -> dict[
         for name, r in _input_regions(graph, op, regions[op.outputs[0]]).items():
             regions[name] = regions[name].union(r) if name in regions else r
     return regions
+
+
+def _nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An NCHW shape in NHWC order."""
+    return tuple(shape[p] for p in TO_NHWC)
 
 
 def _clip(r: Region, h: int, w: int) -> Region:
@@ -257,6 +295,7 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
     if patches < 1:
         raise PatchnetError(f"{graph.name}: patches must be >= 1, got {patches}")
     ops, stage_in, stage_out = stage_of(graph, split)
+    layout = input_layout(graph, ops, stage_in)
     _, oh, ow, _ = graph.t(stage_out).shape
     if patches > min(oh, ow):
         raise PatchnetError(f"{graph.name}: {patches}x{patches} patches exceed the {oh}x{ow} output of block {split - 1}")
@@ -286,10 +325,12 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
                          max(0, max(r.r1 for r in rs) - h), max(0, max(r.c1 for r in rs) - w))
     shapes = {}
     for name in tiles[0].regions:
-        _, h, w, c = graph.t(name).shape
+        nchw = name == stage_in and layout == "NCHW"
+        _, h, w, c = _nhwc(graph.t(name).shape) if nchw else graph.t(name).shape
         # the stage input is read in place (no margins, no copy): its patch is the in-map region
         rs = [_clip(t.regions[name], h, w) if name == stage_in else t.regions[name] for t in tiles]
-        shapes[name] = (1, max(r.h for r in rs), max(r.w for r in rs), c)
+        ph, pw = max(r.h for r in rs), max(r.w for r in rs)
+        shapes[name] = (1, c, ph, pw) if nchw else (1, ph, pw, c)
     buffer_bytes = {n: s[1] * s[2] * s[3] * graph.t(n).nbytes // graph.t(n).size for n, s in shapes.items()}
 
     op_macs_patched = {}
@@ -323,13 +364,14 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         block_peaks[op.block] = max(block_peaks.get(op.block, 0), op_bytes[k])
     return PatchPlan(
         model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
-        tile_hw=(th, tw), tiles=tiles, input_patch=shapes[stage_in][1:3], patch_shapes=shapes,
+        tile_hw=(th, tw), tiles=tiles, input_patch=_nhwc(shapes[stage_in])[1:3] if layout == "NCHW"
+        else shapes[stage_in][1:3], patch_shapes=shapes,
         patch_buffer_bytes=buffer_bytes, patch_stage_peak_bytes=stage_peak, rest_peak_bytes=rest,
         peak_bytes=max(stage_peak, rest), per_layer_peak_bytes=full.peak_bytes, stage_macs=stage_macs,
         stage_macs_patched=stage_patched, total_macs=total_macs,
         total_macs_patched=total_macs - stage_macs + stage_patched, op_macs_patched=op_macs_patched,
         margins=margins, fills=_fills(graph, ops, stage_in), patch_block_peaks=block_peaks, tile_buffer=tile_buffer,
-        stage_buffers=stage_buffers,
+        stage_buffers=stage_buffers, input_layout=layout,
     )
 
 
