@@ -17,9 +17,9 @@ def nchw_model() -> bytes:
     DW s2 -> CONV 1x1 (8x8x32) | DW -> CONV 1x1 (8x8x32) | DW s2 -> CONV 1x1 (4x4x48) | MEAN ->
     FULLY_CONNECTED. Blocks as marked by |: the TRANSPOSE joins the stem's block 0."""
     n = Net((1, 3, 32, 32), seed=21)
-    n.transpose(TO_NHWC).conv(16, 3, 2, act="relu6")
-    n.dw(3, 1, act="relu6").conv(24, 1)
-    n.dw(3, 2, act="relu6").conv(32, 1)
-    n.dw(3, 1, act="relu6").conv(32, 1)
-    n.dw(3, 2, act="relu6").conv(48, 1)
+    n.transpose(TO_NHWC).conv(16, 3, 2, act="relu")
+    n.dw(3, 1).conv(24, 1)
+    n.dw(3, 2).conv(32, 1)
+    n.dw(3, 1).conv(32, 1)
+    n.dw(3, 2).conv(48, 1)
     return n.mean_head().finish()

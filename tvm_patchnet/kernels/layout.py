@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from ..errors import PatchnetError
 from ..graph import Graph, Op, pad_hw, pad_value
 from ..quant import quantize_multiplier
 from . import Lowered, register
@@ -24,7 +25,10 @@ def lower_reshape(graph: Graph, op: Op) -> Lowered:
 
 
 @register("transpose")
-def lower_transpose(graph: Graph, op: Op) -> Lowered:
+def lower_transpose(graph: Graph, op: Op, frame: Frame | None = None) -> Lowered:
+    """TFLite's TRANSPOSE (any rank); ``frame``: inside a patch stage, see :func:`_transpose_in_stage`."""
+    if frame is not None:
+        return _transpose_in_stage(graph, op, frame)
     y = graph.t(op.outputs[0])
     perm = op.attrs["perm"]
 
@@ -38,6 +42,35 @@ def lower_transpose(graph: Graph, op: Op) -> Lowered:
         return te.compute(y.shape, f, name=op.name)
 
     return Lowered(op.name, compute, [op.inputs[0]])
+
+
+def _transpose_in_stage(graph: Graph, op: Op, frame: Frame) -> Lowered:
+    """The TRANSPOSE NCHW -> NHWC of the stage input inside a patch stage (``frame.py``): output
+    (i, j, c) of the extended frame is input (c, i - top, j - left) where that lies in the map,
+    the output's margin fill elsewhere. The stage input is read in place, full size, without
+    margins: its indices are clamped to it on the sides where margins are (the value read at a
+    clamped index is never used), so a tile gathers its own rows and columns, every channel."""
+    if tuple(op.attrs["perm"]) != (0, 2, 3, 1) or frame.stored_with_margins(op.inputs[0]):
+        raise PatchnetError(f"op '{op.name}' (transpose): inside a patch stage only a TRANSPOSE NCHW -> NHWC "
+                            "of the stage input can run")
+    xn, yn = op.inputs[0], op.outputs[0]
+    y = graph.t(yn)
+    _, h, w, _ = y.shape
+    mo = frame.margin(yn)
+    fill = tirx.const(frame.fill(yn, y.zp), "int8")
+
+    def clamp(k, m, n):
+        k = tirx.max(k, 0) if m[0] else k
+        return tirx.min(k, n - 1) if m[1] else k
+
+    def compute(xt):
+        def f(b, i, j, c):
+            src = xt[b, c, clamp(i - mo[0], (mo[0], mo[2]), h), clamp(j - mo[1], (mo[1], mo[3]), w)]
+            return guarded(valid(i, j, mo, h, w), src, fill)
+
+        return te.compute(frame.ext_shape(yn, y.shape), f, name=op.name)
+
+    return Lowered(op.name, compute, [xn])
 
 
 @register("pad")

@@ -210,9 +210,11 @@ def input_layout(graph: Graph, ops: list[int], stage_in: str) -> str:
 def _obstacle(graph: Graph, op: Op, stage_in: str, nchw: bool) -> str | None:
     """Why ``op`` cannot run per patch (None if it can); ``nchw``: the stage input is NCHW."""
     if op.kind in _GATHER:
-        return None if _is_gather(graph, op, stage_in) else (
-            "transposes a tensor other than an NCHW stage input to NHWC: cannot run per patch "
-            "(a patch stage may start with TRANSPOSE perm [0, 2, 3, 1] of its input)")
+        if _is_gather(graph, op, stage_in):
+            return None
+        what = f"the stage input by perm {list(op.attrs['perm'])}" if op.inputs[0] == stage_in else "a stage tensor"
+        return (f"transposes {what}: cannot run per patch (only a TRANSPOSE of the stage input by perm "
+                f"{list(TO_NHWC)}, NCHW to NHWC, can)")
     if nchw and stage_in in op.inputs:
         return "reads the NCHW stage input directly (not through its TRANSPOSE to NHWC): cannot run per patch"
     if len(graph.t(op.outputs[0]).shape) != 4 or op.kind not in _WINDOWED + _ELEMENTWISE + _SHIFT:
@@ -331,6 +333,8 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         rs = [_clip(t.regions[name], h, w) if name == stage_in else t.regions[name] for t in tiles]
         ph, pw = max(r.h for r in rs), max(r.w for r in rs)
         shapes[name] = (1, c, ph, pw) if nchw else (1, ph, pw, c)
+        if name == stage_in:
+            input_patch = (ph, pw)
     buffer_bytes = {n: s[1] * s[2] * s[3] * graph.t(n).nbytes // graph.t(n).size for n, s in shapes.items()}
 
     op_macs_patched = {}
@@ -364,8 +368,7 @@ def plan_patches(graph: Graph, patches: int, split: int) -> PatchPlan:
         block_peaks[op.block] = max(block_peaks.get(op.block, 0), op_bytes[k])
     return PatchPlan(
         model=graph.name, patches=patches, split=split, stage_ops=ops, stage_input=stage_in, stage_output=stage_out,
-        tile_hw=(th, tw), tiles=tiles, input_patch=_nhwc(shapes[stage_in])[1:3] if layout == "NCHW"
-        else shapes[stage_in][1:3], patch_shapes=shapes,
+        tile_hw=(th, tw), tiles=tiles, input_patch=input_patch, patch_shapes=shapes,
         patch_buffer_bytes=buffer_bytes, patch_stage_peak_bytes=stage_peak, rest_peak_bytes=rest,
         peak_bytes=max(stage_peak, rest), per_layer_peak_bytes=full.peak_bytes, stage_macs=stage_macs,
         stage_macs_patched=stage_patched, total_macs=total_macs,

@@ -15,7 +15,8 @@ Schedule (``tvm.s_tir.Schedule``), the TIR form of MCUNetV2's Figure 3(b):
    element k before writing it. With separate buffers (the Relax host build) the same schedule
    is simply correct.
 Intermediates carry top/left margins (``kernels/frame.py``) so that no tile's region starts
-below a buffer's origin.
+below a buffer's origin. The stage input is read in place, full size, in its own layout: an NCHW
+input reaches the NHWC ops through its TRANSPOSE, which gathers each tile's rows and columns.
 Lowering then compacts every intermediate to its per-patch region; the sizes it allocates are
 the planner's ``patch_shapes`` (tests read them back from the lowered TIR).
 """
