@@ -189,3 +189,13 @@ def plane_model() -> bytes:
     n.conv(8, 3, 1)
     n.dw(3, 2, "VALID").conv(16, 1)
     return n.head().finish()
+
+
+def dw_first_model() -> bytes:
+    """24x24x8 -> DW 3x3 SAME as the first op, reading the model's input | CONV 1x1 | DW s2 |
+    CONV 1x1 | head. No PAD. Inside a patch stage the input is the caller's buffer: the first
+    depthwise conv cannot run in place over it."""
+    n = Net((1, 24, 24, 8), seed=17)
+    n.dw(3, 1, "SAME", act="relu").conv(16, 1)
+    n.dw(3, 2, "SAME").conv(16, 1)
+    return n.head().finish()

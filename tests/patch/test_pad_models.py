@@ -1,13 +1,15 @@
 """Models with explicit PAD ops patch like the built-in ones, and one rule sizes the depthwise plane.
 
-Three TFLite models from ``tests/pad_models.py`` (issue 8):
+Four TFLite models from ``tests/pad_models.py`` (issue 8):
 - ``stem``: MCUNet / TinyEngine-style stem, PAD -> CONV s2 VALID -> DW -> PAD -> DW s2 VALID ->
   CONV: every PAD folds into the conv after it (``rewrite/fold_pad.py``);
 - ``avg-pool``: PADs before average pools (one on the input, one inside): they stay and run
   inside the patch stage (``patch/planner.py``'s shift rule, ``kernels/layout.py``);
 - ``plane``: a stride-2 VALID depthwise conv on an even map, which never reads the map's last row
   and column: the liveness scratch, the layer-by-layer kernel and the patch stage all size its
-  channel plane by ``liveness.plane_hw`` (once 12,769 B of kernel against 12,996 B planned).
+  channel plane by ``liveness.plane_hw`` (once 12,769 B of kernel against 12,996 B planned);
+- ``dw-first``: a depthwise conv reading the model's input first: inside the stage it writes a
+  per-patch buffer of its own, never over the caller's input (once a 225 B plane against 196 B).
 Each: the folded graph's op count, host run against TensorFlow Lite Micro on the original file,
 ``patchnet profile --patches auto --split auto``, the patched stage (what TIR allocates, outputs
 bit for bit) and, marked slow, the C model on qemu-m4, layer by layer and patched.
@@ -26,7 +28,7 @@ import pytest
 from relay_passes import PatchBasedInference
 from tests.conftest import tflm_trace
 from tests.micro.conftest import NEEDS_GCC, NEEDS_QEMU
-from tests.pad_models import Net, avg_pool_model, plane_model, stem_model
+from tests.pad_models import Net, avg_pool_model, dw_first_model, plane_model, stem_model
 from tvm_patchnet.analysis.liveness import analyze, plane_bytes
 from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.cli.main import main
@@ -46,6 +48,7 @@ MODELS = {
     "stem": (stem_model, 9, 0, 1),
     "avg-pool": (avg_pool_model, 11, 2, 2),
     "plane": (plane_model, 6, 0, 2),
+    "dw-first": (dw_first_model, 7, 0, 1),
 }
 
 
@@ -96,7 +99,7 @@ def test_profile_auto_patches_over_the_pad(files, name, capsys):
 
 #: (model, p, n): the settings ``auto`` picks, uneven tiles, and the PAD reading the stage input
 SETTINGS = [("stem", 4, 3), ("stem", 3, 2), ("avg-pool", 4, 2), ("avg-pool", 3, 1), ("avg-pool", 2, 2),
-            ("plane", 5, 2), ("plane", 2, 2)]
+            ("plane", 5, 2), ("plane", 2, 2), ("dw-first", 2, 2), ("dw-first", 3, 2)]
 
 
 @pytest.mark.parametrize("name, p, n", SETTINGS, ids=[f"{m}-p{p}-n{n}" for m, p, n in SETTINGS])
@@ -109,6 +112,8 @@ def test_stage_buffers_are_what_tir_allocates(files, name, p, n):
     assert got == plan.stage_buffers  # intermediates, an uneven tile's buffer, depthwise planes
     if name == "plane":  # its stride-2 VALID depthwise conv runs in place, from a plane
         assert [t for t in got if t.endswith("#scratch")] == ["dw_6#scratch"]
+    if name == "dw-first":  # the first depthwise conv reads the caller's input: not in place
+        assert g.ops[0].outputs[0] in got and g.ops[0].outputs[0] + "#scratch" not in got
 
 
 @pytest.mark.parametrize("name, p, n", SETTINGS, ids=[f"{m}-p{p}-n{n}" for m, p, n in SETTINGS])

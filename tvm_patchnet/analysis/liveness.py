@@ -159,10 +159,11 @@ def _in_place_host(graph, op, i, acts, out, last_use, accumulate_into, in_place,
         return acts[0]
     if not in_place:
         return None
+    acts = [a for a in acts if a not in graph.meta.get("read_only", ())]  # buffers no op may write over
     if out in accumulate_into:
         return accumulate_into[out]
     y = graph.t(out)
-    if (op.kind == "depthwise_conv2d" and last_use[acts[0]] == i and y.nbytes <= graph.t(acts[0]).nbytes
+    if (op.kind == "depthwise_conv2d" and acts and last_use[acts[0]] == i and y.nbytes <= graph.t(acts[0]).nbytes
             and y.shape[3] == graph.t(acts[0]).shape[3]):  # channel c is written over channel c only
         return acts[0]
     if op.kind in ("add", "mul"):
@@ -203,6 +204,7 @@ def _residual_accumulations(graph: Graph, consumers, last_use) -> dict[str, str]
                 and graph.t(skip).dtype == graph.t(conv_out).dtype
                 and producer.get(skip, -1) < j
                 and skip not in graph.ops[j].inputs
+                and skip not in graph.meta.get("read_only", ())
                 and not any(j < c < i for c in consumers[skip])
             ):
                 out[conv_out] = skip

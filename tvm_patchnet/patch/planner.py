@@ -415,4 +415,6 @@ def _patch_graph(graph: Graph, ops: list[int], stage_in: str, stage_out: str, sh
         tensors[tile_name].shape = (1, *tile, graph.t(stage_out).shape[3])
         stage_ops[-1] = Op(last.name, last.kind, last.inputs, [tile_name], last.attrs, last.block)
         stage_ops.append(Op(last.name + "_copy", "copy", [tile_name], [stage_out], {}, last.block))
-    return Graph(graph.name + "-patch", tensors, stage_ops, [stage_in], [stage_out])
+    # The stage reads its input from the caller's buffer (the whole input, or a patch streamed in),
+    # never from a per-patch buffer of its own: no stage op writes over it (liveness "read-only").
+    return Graph(graph.name + "-patch", tensors, stage_ops, [stage_in], [stage_out], meta={"read_only": [stage_in]})
