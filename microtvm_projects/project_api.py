@@ -36,6 +36,8 @@ PROJECT_OPTIONS = {
     "flash_tool": (None, "Nucleo only: openocd or st-flash; default: the first found on PATH"),
     "icount": ("shift=0", "QEMU only: -icount argument (None to run without)"),
     "plugin": (True, "QEMU only: load the instruction-count plugin"),
+    "profile": (False, ("build with TVMGEN_PROFILE: model.c marks each kernel call and the firmware answers "
+                       "PROFILE with per-kernel counts (QEMU: exact instructions; Nucleo: DWT cycles)")),
 }
 
 
@@ -193,6 +195,7 @@ class ProjectAPIHandler:
             f.write(f"UART_BAUD := {int(options.get('uart_baud', PROJECT_OPTIONS['uart_baud'][0]))}\n")
             f.write(f"STACK_MIN := {int(options.get('stack_min', PROJECT_OPTIONS['stack_min'][0]))}\n")
             f.write(f"EXTRA_CFLAGS := {options.get('extra_cflags', '')}\n")
+            f.write(f"PROFILE := {1 if options.get('profile') else 0}\n")
             # the model's sources, listed here (names checked by _check_codegen), never found by a shell
             f.write("MODEL_SRCS := " + " ".join(f"codegen/{n}" for n in sorted(sources) if n.endswith(".c")) + "\n")
         with open(os.path.join(project_dir, "project.json"), "w") as f:
@@ -233,7 +236,8 @@ class ProjectAPIHandler:
                              f"{b['RAM']:,} B of SRAM by {int(over['RAM']):,} B")
             if "FLASH" in over:
                 parts.append(f".text + .rodata + .data exceed the {b['FLASH']:,} B of flash by {int(over['FLASH']):,} B")
-            raise DoesNotFit(f"{self.label}: does not fit: " + "; ".join(parts))
+            raise DoesNotFit(f"{self.label}: does not fit: " + "; ".join(parts), int(over.get("RAM", 0)),
+                             int(over.get("FLASH", 0)))
         raise BuildFailed(self.label, diagnostics(log), log_path)
 
     def flash(self, options: dict | None = None) -> None:
@@ -279,6 +283,8 @@ class ProjectAPIHandler:
                 sym = Elf(elf).symbols()
                 args = {"start": hex(sym["icount_mark_start"]), "stop": hex(sym["icount_mark_stop"]),
                         "box": hex(sym["icount_mailbox"])}
+                if "icount_profile" in sym:  # a profile build: the kernel marks and their table
+                    args.update(mark=hex(sym["tvmgen_profile_mark"]), table=hex(sym["icount_profile"]))
             self.transport = QemuTransport(self.info["machine"], elf, plugin, args, self._opt(options, "icount"),
                                            os.path.join(self.project_dir, "build", "qemu.log"))
         else:

@@ -9,6 +9,8 @@
 the serial RPC on the model's inputs (int8 or float32, one or several) and, with ``check``,
 compares every output with the host build of the same int8 graph (the Relax VM on llvm), bit for
 bit. Sizes are bytes; on QEMU the count is executed instructions, on Nucleo boards DWT cycles.
+With ``profile`` the firmware is a profile build and the report adds each kernel call's count
+(:class:`KernelProfile`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
     report = profile(graph)
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
-        info = emit_c(graph, src, plan, planner)
+        info = emit_c(graph, src, plan, planner, target)
         _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes)
         inc = os.path.join(tmp, "codegen", "host", "include")
         os.makedirs(inc)
@@ -88,6 +90,7 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             "allocations": [{"name": a.name, "offset": a.offset, "bytes": a.size, "first_op": a.first,
                              "last_op": a.last} for a in info.memory.allocations],
             "kernels": len(info.kernels),
+            "calls": _calls(graph, plan, info),
             "profile": {"peak_bytes": report.peak_bytes, "peak_bytes_no_inplace": report.peak_bytes_no_inplace,
                         "total_macs": report.total_macs},
             "patch": plan.to_json() if plan else None,
@@ -97,6 +100,21 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             json.dump(meta, f, indent=2)
         write_archive(tmp, out_path)
     return CompileResult(out_path, meta, chosen.note)
+
+
+def _calls(graph, plan, info) -> list[dict]:
+    """metadata.json's ``calls``: each kernel call of a run, in order: its name, the C kernel, the
+    graph ops it runs and their MACs (the profiler's; the patch stage's with its overlap)."""
+    from .analysis.profile import op_macs
+
+    stage = set(plan.stage_ops) if plan else set()
+    out = []
+    for name, kernel, ops in zip(info.call_names, info.calls, info.call_ops):
+        macs = plan.stage_macs_patched if stage and set(ops) == stage else \
+            sum(op_macs(graph, graph.ops[i]) for i in ops)
+        out.append({"name": name.removeprefix("tvmgen_default_"), "kernel": kernel, "ops": [graph.ops[i].name for i in ops],
+                    "macs": int(macs)})
+    return out
 
 
 def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> None:
@@ -111,10 +129,11 @@ def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> 
     if excess > 0:
         raise DoesNotFit(f"{board}: does not fit: the arena ({arena_bytes:,} B) + {STACK_MIN_BYTES:,} B minimum stack "
                          f"exceed the {budgets['RAM']:,} B of SRAM by {excess:,} B"
-                         f"{_fit_hint(graph, arena_bytes - excess)}")
+                         f"{_fit_hint(graph, arena_bytes - excess)}", excess)
     if weight_bytes > budgets["FLASH"]:
+        excess = weight_bytes - budgets["FLASH"]
         raise DoesNotFit(f"{board}: does not fit: the weights ({weight_bytes:,} B) exceed the {budgets['FLASH']:,} B "
-                         f"of flash by {weight_bytes - budgets['FLASH']:,} B")
+                         f"of flash by {excess:,} B", 0, excess)
 
 
 def _io(graph, name: str) -> dict:
@@ -132,6 +151,23 @@ def _store_source(model: str, resolution, width, tmp: str) -> dict:
         shutil.copy(model, os.path.join(tmp, "src", name))
         return {"file": f"src/{name}"}
     return {"builtin": model, "resolution": resolution, "width": width}
+
+
+@dataclass
+class KernelProfile:
+    """One kernel call of a profiled run: its name (``outside kernels`` for the rest of the run:
+    the input and output copies, the calls' own instructions around the kernels), the C kernel
+    it calls, the graph ops it runs, their MACs (the profiler's; a patch stage's with its
+    overlap) and its count (the run's unit: instructions on QEMU, exact; cycles on Nucleo)."""
+
+    name: str
+    kernel: str | None
+    ops: list[str]
+    macs: int
+    count: int
+
+    def per_mac(self) -> float | None:
+        return self.count / self.macs if self.macs else None
 
 
 @dataclass
@@ -159,6 +195,19 @@ class RunReport:
     reference_match: bool | None = None
     patched: bool = False
     mismatches: list[str] = field(default_factory=list)
+    #: with ``profile``: every kernel call in order, then the rest of the run ("outside kernels");
+    #: their counts sum to ``count``
+    profile: list[KernelProfile] | None = None
+    #: with ``profile``: what the marks added to the profile build's count (subtracted from
+    #: ``count``: QEMU, exactly 2 instructions per mark; Nucleo, cycles measured on the board)
+    profile_overhead: int | None = None
+    #: of ``flash_bytes``: the model's weights, biases and requantization constants (metadata's)
+    weight_bytes: int = 0
+
+    @property
+    def code_bytes(self) -> int:
+        """Flash that is not the model's constants: the kernels' code, the firmware and the RPC."""
+        return self.flash_bytes - self.weight_bytes
 
     @property
     def other_sram_bytes(self) -> int:
@@ -173,6 +222,10 @@ class RunReport:
     def to_json(self) -> dict:
         d = asdict(self)
         d["other_sram_bytes"] = self.other_sram_bytes
+        d["code_bytes"] = self.code_bytes
+        if self.profile is not None:
+            d["profile"] = [{**asdict(k), "per_mac": k.per_mac(), "share": k.count / self.count if self.count else None}
+                            for k in self.profile]
         d["instructions" if self.counter == "instructions" else "cycles"] = self.count
         if self.counter != "instructions":
             d["milliseconds"] = 1e3 * self.count / self.cpu_hz if self.cpu_hz else None
@@ -198,7 +251,7 @@ def run_timeout(meta: dict, counter: str | None, cpu_hz: int) -> float:
 
 def run_model(archive: str, board: str | None = None, memory_map: str | None = None,
               x: np.ndarray | list | dict | None = None, repeat: int = 1, check: bool = False, work_dir: str | None = None,
-              timeout: float | None = None) -> RunReport:
+              timeout: float | None = None, profile: bool = False) -> RunReport:
     """Build ``archive`` for ``board`` (default: the one it was compiled for), run it ``repeat``
     times on inputs ``x`` and measure it.
 
@@ -208,6 +261,8 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
     must be the model's. ``work_dir``: keep the extracted model and the board project there (a
     new or empty folder; default: a temporary folder, removed). ``timeout``: seconds one run may
     take (default: :func:`run_timeout`). A result is either confirmed by the board or an error.
+    ``profile``: build the firmware with ``TVMGEN_PROFILE`` and report every kernel call's count
+    (``RunReport.profile``; ``count`` is then the plain build's: the marks' cost is subtracted).
     """
     from . import micro
 
@@ -219,15 +274,19 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
         work = os.path.abspath(work_dir or tmp)
         model_dir = os.path.join(work, "model")
         meta = read_archive(archive, model_dir)
+        if profile and "calls" not in meta:
+            raise PatchnetError(f"{archive}: compiled before per-kernel profiles (metadata version "
+                                f"{meta['version']}): recompile it with this patchnet to use --profile")
         board = board or meta["board"]
         xs = model_inputs(meta, x)
         project = os.path.join(work, "project")
         micro.create_project(os.path.join(model_dir, "codegen", "host", "src"), board, project,
-                             memory_map=memory_map)
+                             memory_map=memory_map, **({"profile": True} if profile else {}))
         try:
             micro.build(project)
         except micro.DoesNotFit as e:
-            raise micro.DoesNotFit(f"{e}{_run_fit_hint(meta, model_dir, str(e))}") from None
+            hint = _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - e.sram_excess) if e.sram_excess else ""
+            raise micro.DoesNotFit(f"{e}{hint}", e.sram_excess, e.flash_excess) from None
         except micro.BuildFailed as e:
             hint = "" if work_dir else " (or run with --keep-build DIR)"
             raise micro.BuildFailed(e.label, e.diagnostics, _keep_log(e.log_path, work_dir), hint) from None
@@ -238,6 +297,7 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             stats = s.run_each(xs, repeat, timeout=limit)
             ys = split_outputs(meta, s.get_output().tobytes())
             mem = s.check_fit()  # .data + .bss + peak stack against the board's (or map's) SRAM
+            marks = s.profile() if profile else None  # after check_fit: its answer's buffer is on the stack
         mismatches = []
         if check:
             ref = _host_reference(meta, model_dir, xs)
@@ -245,10 +305,29 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
     planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]
     outputs = [{"name": o["name"], "shape": o["shape"], "dtype": o["dtype"], "values": y.tolist()}
                for o, y in zip(meta["outputs"], ys)]
-    return RunReport(board, memory_map, stats.counter, stats.per_run, info.cpu_hz, mem.sram_bytes or 0,
+    count, kernels, overhead = stats.per_run, None, None
+    if marks is not None:
+        count, kernels, overhead = _kernel_profile(meta, marks, stats.per_run, archive)
+    return RunReport(board, memory_map, stats.counter, count, info.cpu_hz, mem.sram_bytes or 0,
                      mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], planner_peak,
                      info.input_bytes, info.output_bytes, outputs, (not mismatches) if check else None,
-                     meta["patch"] is not None, mismatches)
+                     meta["patch"] is not None, mismatches, kernels, overhead, meta["weight_bytes"])
+
+
+def _kernel_profile(meta: dict, marks, per_run: float, archive: str):
+    """(the plain build's count per run, the kernel calls' profile + the rest, the marks' total
+    cost) from the profile build's count and its marks (model.c: one before the first kernel call,
+    one after each)."""
+    calls = meta["calls"]
+    if len(marks.counts) != len(calls) + 1:
+        raise PatchnetError(f"{archive}: the run made {len(marks.counts)} profile marks, metadata.json lists "
+                            f"{len(calls)} kernel calls (expected {len(calls) + 1} marks)")
+    overhead = len(marks.counts) * marks.overhead
+    count = per_run - overhead
+    rows = [KernelProfile(c["name"], c["kernel"], c["ops"], c["macs"], n) for c, n in zip(calls, marks.kernels())]
+    rest = count - sum(k.count for k in rows)
+    rows.append(KernelProfile("outside kernels", None, [], 0, int(rest) if float(rest).is_integer() else rest))
+    return (int(count) if float(count).is_integer() else count), rows, overhead
 
 
 def model_inputs(meta: dict, x: np.ndarray | list | dict | None) -> list[np.ndarray]:
@@ -336,16 +415,6 @@ def _keep_log(log_path: str, work_dir: str | None) -> str:
     with os.fdopen(fd, "wb") as out, open(log_path, "rb") as f:
         shutil.copyfileobj(f, out)
     return kept
-
-
-def _run_fit_hint(meta: dict, model_dir: str, message: str) -> str:
-    """'; try ...' for a link that lacks ``N`` B of SRAM (parsed from the DoesNotFit message)."""
-    import re
-
-    m = re.search(r"SRAM by ([\d,]+) B", message)
-    if not m:
-        return ""
-    return _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - int(m.group(1).replace(",", "")))
 
 
 def _fit_hint(graph, target: int) -> str:

@@ -30,4 +30,18 @@ int known_loop(const void *const *n, void *const *unused);
 
 void board_reset(void) __attribute__((noreturn));
 
+/* Profile builds (-DTVMGEN_PROFILE; PROFILE=1 in config.mk): model.c calls tvmgen_profile_mark()
+ * before its first kernel and after each one, and the counter keeps, for the last measured call,
+ * the count (board_measure_call's unit) from the call's start to each mark. Elsewhere the
+ * functions below report no marks. */
+void tvmgen_profile_mark(void);
+/* Marks recorded in the last measured call (more than board_profile_capacity(): overflowed). */
+uint32_t board_profile_marks(void);
+uint32_t board_profile_capacity(void);
+/* Count from the start of the last measured call to mark i (i < marks and < capacity). */
+uint64_t board_profile_count(uint32_t i);
+/* What one mark adds to the counts (bl + the hook): exact instructions on QEMU (2), cycles
+ * calibrated on the board on silicon; 0 without a profile build. */
+uint32_t board_profile_overhead(void);
+
 #endif

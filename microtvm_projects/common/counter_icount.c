@@ -31,3 +31,21 @@ uint8_t board_counter_kind(void)
     }
     return kind;
 }
+
+#ifdef TVMGEN_PROFILE
+/* icount.S: word 0 marks seen, word 1 capacity, then one u64 per mark (written by the plugin). */
+extern const volatile uint32_t icount_profile[];
+
+uint32_t board_profile_marks(void) { return icount_profile[0]; }
+uint32_t board_profile_capacity(void) { return icount_profile[1]; }
+uint64_t board_profile_count(uint32_t i)
+{
+    return icount_profile[2 + 2 * i] | (uint64_t)icount_profile[3 + 2 * i] << 32;
+}
+uint32_t board_profile_overhead(void) { return 2; } /* bl tvmgen_profile_mark; bx lr */
+#else
+uint32_t board_profile_marks(void) { return 0; }
+uint32_t board_profile_capacity(void) { return 0; }
+uint64_t board_profile_count(uint32_t i) { return 0; }
+uint32_t board_profile_overhead(void) { return 0; }
+#endif

@@ -39,6 +39,8 @@ static struct {
 
 static uint8_t session_open; /* set by INFO; a reset clears it (STATUS_NO_SESSION) */
 
+#define PROFILE_PER_FRAME 64 /* u64 counts per PROFILE answer (520 B on the stack) */
+
 static uint16_t crc16(uint16_t crc, const uint8_t *p, uint32_t n)
 {
     while (n--) {
@@ -204,7 +206,12 @@ static void do_info(uint8_t seq)
     put32(b + 32, stack_usable_bytes());
     b[36] = TVMGEN_NUM_INPUTS;
     b[37] = TVMGEN_NUM_OUTPUTS;
-    put16(b + 38, 0);
+#ifdef TVMGEN_PROFILE
+    b[38] = 1; /* flags: bit 0 = profile build (model.c marks its kernel calls) */
+#else
+    b[38] = 0;
+#endif
+    b[39] = 0;
     memcpy(b + 40, name, sizeof name - 1);
     send(CMD_INFO | 0x80, seq, STATUS_OK, b, sizeof b);
 }
@@ -212,7 +219,7 @@ static void do_info(uint8_t seq)
 static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
 {
     uint8_t r = cmd | 0x80;
-    if (cmd >= CMD_SET_INPUT && cmd <= CMD_CALIBRATE && !session_open) {
+    if (cmd >= CMD_SET_INPUT && cmd <= CMD_PROFILE && !session_open) {
         send(r, seq, STATUS_NO_SESSION, 0, 0);
         return;
     }
@@ -262,6 +269,20 @@ static void handle(uint8_t cmd, uint8_t seq, const uint8_t *p, uint32_t len)
         board_measure_call(known_loop, (const void *const *)(uintptr_t)get32(p), 0, &c);
         put64(reply.data, c);
         send_stored(STATUS_OK, 8);
+        return;
+    }
+    case CMD_PROFILE: { /* the marks of the last measured call (a run, or CALIBRATE: none) */
+        uint32_t first = len == 2 ? (uint32_t)(p[0] | p[1] << 8) : ~0u, marks = board_profile_marks();
+        uint32_t have = marks < board_profile_capacity() ? marks : board_profile_capacity();
+        if (first > have)
+            break;
+        uint8_t b[8 + 8 * PROFILE_PER_FRAME];
+        uint32_t n = have - first < PROFILE_PER_FRAME ? have - first : PROFILE_PER_FRAME;
+        put32(b, marks);
+        put32(b + 4, board_profile_overhead());
+        for (uint32_t i = 0; i < n; i++)
+            put64(b + 8 + 8 * i, board_profile_count(first + i));
+        send(r, seq, STATUS_OK, b, 8 + 8 * n);
         return;
     }
     default:

@@ -18,8 +18,9 @@
 #define PATCHNET_RPC_H
 
 /* 2: same seq per retry, replayed RUN/CALIBRATE answers, sessions. 3: several inputs and outputs
- * (SET_INPUT / GET_OUTPUT offsets address them one after the other; INFO gives their counts). */
-#define RPC_PROTO_VERSION 3
+ * (SET_INPUT / GET_OUTPUT offsets address them one after the other; INFO gives their counts).
+ * 4: PROFILE (per-kernel counts of the last run of a profile build; INFO byte 38 bit 0 = one). */
+#define RPC_PROTO_VERSION 4
 #define RPC_MAX_PAYLOAD 1024
 
 enum {
@@ -30,6 +31,7 @@ enum {
     CMD_GET_OUTPUT = 0x04, /* u32 offset (in the outputs one after the other), u16 len -> bytes */
     CMD_STATS = 0x05,     /* -> stats body */
     CMD_CALIBRATE = 0x06, /* u32 n -> u64 count of known_loop(n) */
+    CMD_PROFILE = 0x07,   /* u16 first -> u32 marks, u32 overhead per mark, u64 count per mark from first */
     CMD_FAULT = 0x7F,     /* device -> host only */
 };
 

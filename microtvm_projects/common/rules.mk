@@ -1,7 +1,8 @@
 # Build rules shared by every board. The project Makefile sets BOARD, CPU_FLAGS, BOARD_SRCS
 # (and QEMU_PLUGIN=1 for emulated boards), then includes this file.
 # Outputs: build/fw.elf, build/fw.bin, build/fw.map, and build/libicount.so (QEMU only).
--include config.mk   # written by generate_project: OPT, UART_BAUD, STACK_MIN, EXTRA_CFLAGS, MODEL_SRCS
+# PROFILE=1 builds everything with -DTVMGEN_PROFILE: model.c marks each kernel call (rpc.h PROFILE).
+-include config.mk   # written by generate_project: OPT, UART_BAUD, STACK_MIN, EXTRA_CFLAGS, PROFILE, MODEL_SRCS
 
 CROSS     ?= arm-none-eabi-
 CC        := $(CROSS)gcc
@@ -11,6 +12,7 @@ OPT       ?= -O2
 UART_BAUD ?= 115200
 STACK_MIN ?= 4096
 BUILD     := build
+PROFILE   ?= 0
 
 SRCS := common/startup.c common/main.c common/rpc.c common/stack.c common/known_loop.S \
         $(BOARD_SRCS) $(MODEL_SRCS)
@@ -18,6 +20,9 @@ OBJS := $(patsubst %,$(BUILD)/%.o,$(SRCS))
 
 CFLAGS  := $(CPU_FLAGS) $(OPT) -g -std=gnu11 -Wall -Werror -ffunction-sections -fdata-sections \
            -Iboard -Icommon -Icodegen -DUART_BAUD=$(UART_BAUD) -MMD -MP $(EXTRA_CFLAGS)
+ifeq ($(PROFILE),1)
+CFLAGS  += -DTVMGEN_PROFILE
+endif
 LDFLAGS := $(CPU_FLAGS) -nostartfiles --specs=nano.specs -Lboard -Tcommon/link.ld \
            -Wl,--gc-sections -Wl,--defsym=__stack_min=$(STACK_MIN) -Wl,-Map=$(BUILD)/fw.map \
            -Wl,--no-warn-rwx-segments -Wl,--print-memory-usage

@@ -32,7 +32,8 @@ def test_archive_layout_and_metadata(kws_tar):
     assert "src/model.tflite" in names  # what was compiled, for the host reference
     assert meta["patch"]["patches"] == 2 and meta["patch"]["split"] == 2
     assert meta["arena_bytes"] > 0 and meta["weight_bytes"] > 0
-    assert meta["version"] == 3 and len(meta["inputs"]) == len(meta["outputs"]) == 1
+    assert meta["version"] == 4 and len(meta["inputs"]) == len(meta["outputs"]) == 1
+    assert meta["calls"][0]["name"] == "patch_stage" and len(meta["calls"]) >= meta["kernels"]  # kernels shared
     (x,), (y,) = meta["inputs"], meta["outputs"]
     assert (x["shape"], x["dtype"], y["shape"], y["dtype"]) == ([1, 49, 10, 1], "int8", [1, 12], "int8")
     assert isinstance(x["scale"], float) and isinstance(x["zero_point"], int)
@@ -63,6 +64,8 @@ def test_run_on_emulated_cortex_m4_matches_the_host(kws_tar, capsys, tmp_path):
     assert d["instructions"] > 100_000 and "cycles" not in d  # QEMU counts instructions, never cycles
     assert d["arena_bytes"] == d["predicted_arena_bytes"]
     assert d["sram_bytes"] > d["arena_bytes"] and d["flash_bytes"] > 0
+    # flash = the model's constants (metadata's weight_bytes) + code (kernels, firmware, RPC)
+    assert 0 < d["weight_bytes"] < d["flash_bytes"] and d["code_bytes"] == d["flash_bytes"] - d["weight_bytes"]
     # measured SRAM = arena (input and output inside) + stack + a little firmware state (RPC buffers)
     assert 0 <= d["other_sram_bytes"] < 2048
     assert d["sram_bytes"] == d["arena_bytes"] + d["stack_peak_bytes"] + d["other_sram_bytes"]

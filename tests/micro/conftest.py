@@ -1,4 +1,5 @@
-"""Fixtures for the board tests: the stand-in model and projects built once per test session."""
+"""Fixtures for the board tests: the stand-in model and projects built once per test session; a
+session with a fake serial board."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import os
 import shutil
 
 import pytest
+import serial
 
 from tvm_patchnet import micro
+from tvm_patchnet.micro.transport import SerialTransport
 
+from .fake_device import FakeDevice, FakeSerial
 from .standin import write_standin
 
 NEEDS_GCC = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("make") is None,
@@ -52,3 +56,18 @@ def fake_tools(tmp_path, monkeypatch):
         p.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + "/usr/bin:/bin")
     return bin_dir, log
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Session over SerialTransport whose serial.Serial is a FakeSerial around a FakeDevice."""
+    monkeypatch.setattr(serial, "Serial", FakeSerial)
+    FakeSerial.opened = []
+
+    def make(**kw):
+        FakeSerial.device = FakeDevice(**kw)
+        t = SerialTransport("/dev/fake0", 921600)
+        t.open()
+        return micro.Session(transport=t, timeout=0.2, retries=2, name="nucleo-f412zg"), FakeSerial.device
+
+    return make

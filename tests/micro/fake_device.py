@@ -14,6 +14,7 @@ from tvm_patchnet.micro.rpc import (
     CMD_GET_OUTPUT,
     CMD_INFO,
     CMD_PING,
+    CMD_PROFILE,
     CMD_RUN,
     CMD_SET_INPUT,
     CMD_STATS,
@@ -39,10 +40,12 @@ class FakeDevice:
 
     def __init__(self, board="nucleo-f412zg", input_bytes=48, output_bytes=100, arena_bytes=256,
                  cycles_per_run=1234, drop=0, corrupt=0, nak=0, fault_on_run=False, stale=False, consume=False,
-                 proto=PROTO_VERSION, byte_timeout=0.2):
+                 proto=PROTO_VERSION, byte_timeout=0.2, profile=None, profile_overhead=9, profile_cap=512):
         self.board, self.input_bytes, self.output_bytes = board, input_bytes, output_bytes
         self.arena, self.cycles, self.consume, self.proto = arena_bytes, cycles_per_run, consume, proto
         self.byte_timeout = byte_timeout  # s, as BYTE_TIMEOUT_MS in rpc.c
+        # a profile build: the counts at each mark of a run (None: not a profile build)
+        self.profile, self.profile_overhead, self.profile_cap = profile, profile_overhead, profile_cap
         self.drop, self.corrupt, self.nak, self.fault_on_run, self.stale = drop, corrupt, nak, fault_on_run, stale
         self.requests = 0
         self.executed = 0
@@ -118,7 +121,8 @@ class FakeDevice:
         if cmd == CMD_INFO:
             self.session = True
             return [(ST_OK, struct.pack(INFO_FMT, self.proto, 1, 1024, len(self.inp), len(self.out), self.arena,
-                                        16_000_000, 262_144, 0, 1500, 200_000, 1, 1, 0) + self.board.encode())]
+                                        16_000_000, 262_144, 0, 1500, 200_000, 1, 1, int(self.profile is not None))
+                     + self.board.encode())]
         if cmd == CMD_SET_INPUT:
             off = struct.unpack_from("<I", p)[0]
             if off + len(p) - 4 > len(self.inp):
@@ -141,6 +145,15 @@ class FakeDevice:
             return [(ST_OK, bytes(self.out[off:off + n]))]
         if cmd == CMD_STATS:
             return [(ST_OK, self._stats())]
+        if cmd == CMD_PROFILE:  # as rpc.c: 64 counts per answer, marks beyond the table not kept
+            marks = list(self.profile or []) if self.runs else []
+            have = min(len(marks), self.profile_cap)
+            first = struct.unpack_from("<H", p)[0] if len(p) == 2 else 1 << 20
+            if first > have:
+                return [(ST_BAD_ARG, b"")]
+            vals = marks[first:min(have, first + 64)]
+            return [(ST_OK, struct.pack("<II", len(marks), self.profile_overhead if self.profile else 0)
+                     + b"".join(struct.pack("<Q", v) for v in vals))]
         if cmd == CMD_CALIBRATE:
             n = struct.unpack_from("<I", p)[0]
             return [(ST_STARTED, b""), (ST_OK, struct.pack("<Q", 3 * n + 7))]

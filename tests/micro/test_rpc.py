@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-import serial
 from serial.tools import list_ports
 
 from tvm_patchnet import micro
@@ -27,21 +26,6 @@ def test_frame_layout():
     f = encode(0x03, 7, b"\x01\x02")
     assert f[:2] == b"\xa5\x5a" and f[2:6] == b"\x03\x07\x02\x00" and f[6:8] == b"\x01\x02"
     assert int.from_bytes(f[8:], "little") == crc16(f[2:8])
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    """Session over SerialTransport whose serial.Serial is a FakeSerial around a FakeDevice."""
-    monkeypatch.setattr(serial, "Serial", FakeSerial)
-    FakeSerial.opened = []
-
-    def make(**kw):
-        FakeSerial.device = FakeDevice(**kw)
-        t = SerialTransport("/dev/fake0", 921600)
-        t.open()
-        return micro.Session(transport=t, timeout=0.2, retries=2, name="nucleo-f412zg"), FakeSerial.device
-
-    return make
 
 
 def test_session_over_fake_serial(fake):

@@ -184,7 +184,7 @@ def _set(path, value):
     (_set(("inputs", 0, "dtype"), "float64"), "metadata.inputs[0].dtype: expected one of int8, float32"),
     (_set(("board",), "qemu-m7"), "qemu-m7 is not a cortex-m4 board"),
     (_set(("board",), "pdp-11"), "metadata.board: expected one of"),
-    (_set(("version",), 2), "expected 'tvm-patchnet compiled model' version 3"),
+    (_set(("version",), 2), "expected 'tvm-patchnet compiled model' version 4 (or 3)"),
     (_set(("source",), {"file": "../../etc/passwd"}), "metadata.source.file: expected src/model.tflite"),
     (_set(("patch",), {"patches": "two"}), "metadata.patch.patches: expected an integer"),
     (_set(("inputs", 0, "scale"), float("nan")), "metadata.inputs[0].scale: expected a positive number"),

@@ -7,7 +7,10 @@ import re
 from ..errors import PatchnetError
 
 FORMAT = "tvm-patchnet compiled model"
-METADATA_VERSION = 3  #: 3: "inputs" / "outputs" lists (int8 or float32) replace "input" / "output"
+#: 3: "inputs" / "outputs" lists (int8 or float32) replace "input" / "output"; 4: "calls" (the kernel
+#: calls of a run: name, kernel, graph ops, MACs; ``run --profile`` needs them)
+METADATA_VERSION = 4
+READABLE_VERSIONS = (3, 4)  #: versions ``run`` still reads (3: everything but ``--profile``)
 TARGET_BOARDS = {"cortex-m4": ("qemu-m4", "nucleo-f412zg"), "cortex-m7": ("qemu-m7", "nucleo-f746zg", "nucleo-h743zi")}
 IO_ITEMSIZE = {"int8": 1, "float32": 4}  #: dtypes of inputs and outputs, bytes per element
 IO_DTYPES = tuple(IO_ITEMSIZE)

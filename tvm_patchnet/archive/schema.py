@@ -1,4 +1,5 @@
-"""metadata.json's declared schema (version 3): each field's check, one line per problem."""
+"""metadata.json's declared schema (version 4; version 3, without ``calls``, still reads): each
+field's check, one line per problem."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import os
 import re
 
-from .layout import FORMAT, IO_DTYPES, IO_ITEMSIZE, MAX_IO, METADATA_VERSION, TARGET_BOARDS
+from .layout import FORMAT, IO_DTYPES, IO_ITEMSIZE, MAX_IO, METADATA_VERSION, READABLE_VERSIONS, TARGET_BOARDS
 
 
 def _int(lo: int = 0, hi: int = 1 << 40):
@@ -91,10 +92,9 @@ def _boards():
     return sorted({b for boards in TARGET_BOARDS.values() for b in boards})
 
 
-#: metadata.json, version 3: field -> check(value, where) -> list of problems (one line each).
-SCHEMA = _obj({
+_FIELDS_V3 = {
     "format": _one_of((FORMAT,)),
-    "version": _one_of((METADATA_VERSION,)),
+    "version": _one_of((3,)),
     "model": _str,
     "target": _one_of(tuple(TARGET_BOARDS)),
     "board": _one_of(tuple(_boards())),
@@ -112,17 +112,26 @@ SCHEMA = _obj({
     "patch": _nullable(_obj({"patches": _int(2, 64), "split": _int(1, 1 << 10), "peak_bytes": _int(0, 1 << 40),
                              "total_macs_patched": _int(0, 1 << 50)})),
     "source": _source,
-})
+}
+#: the kernel calls of one run, in order: the step's name, the C kernel it calls (shared by steps
+#: lowered to the same code), the graph ops it runs and their MACs (a patch stage's with its overlap)
+_CALLS = _list_of(_obj({"name": _str, "kernel": _str, "ops": _list_of(_str, most=1 << 16, least=1),
+                        "macs": _int(0, 1 << 50)}), most=1 << 16)
+#: metadata.json, version 4: field -> check(value, where) -> list of problems (one line each).
+SCHEMA = _obj({**_FIELDS_V3, "version": _one_of((METADATA_VERSION,)), "calls": _CALLS})
+#: version 3 (before "calls"): still run, without --profile
+SCHEMA_V3 = _obj(_FIELDS_V3)
 
 
 def validate_metadata(meta) -> list[str]:
     """Problems of a metadata.json (one line each), [] when it is valid."""
     if not isinstance(meta, dict):
         return [f"metadata: expected an object, got {_show(meta)}"]
-    if meta.get("format") != FORMAT or meta.get("version") != METADATA_VERSION:
+    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
         got = f"{_show(meta.get('format'))} version {_show(meta.get('version'))}"
-        return [f"format/version: expected {FORMAT!r} version {METADATA_VERSION}, got {got} (recompile with this patchnet)"]
-    problems = SCHEMA(meta, "metadata")
+        return [(f"format/version: expected {FORMAT!r} version {METADATA_VERSION} (or 3), got {got} "
+                "(recompile with this patchnet)")]
+    problems = (SCHEMA if meta["version"] == METADATA_VERSION else SCHEMA_V3)(meta, "metadata")
     if not problems:
         board_ok = meta["board"] in TARGET_BOARDS[meta["target"]]
         problems += [] if board_ok else [f"metadata.board: {meta['board']} is not a {meta['target']} board"]
@@ -132,14 +141,14 @@ def validate_metadata(meta) -> list[str]:
     return problems
 
 
-_DEFINE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT_BYTES|OUTPUT_BYTES|ARENA_BYTES|NUM_INPUTS|NUM_OUTPUTS))"
+_DEFINE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT_BYTES|OUTPUT_BYTES|ARENA_BYTES|NUM_INPUTS|NUM_OUTPUTS|NUM_CALLS))"
                      r"\s+(\d+)\s*$", re.MULTILINE)
 _TABLE = re.compile(r"^\s*#\s*define\s+(TVMGEN_(?:INPUT|OUTPUT)_SIZES)\s+\{([\d,\s]*)\}\s*$", re.MULTILINE)
 
 
 def declared_sizes(codegen_dir: str) -> dict[str, int | list[int]]:
     """What ``model.h`` in ``codegen_dir`` defines: TVMGEN_INPUT/OUTPUT/ARENA_BYTES (bytes),
-    TVMGEN_NUM_INPUTS/OUTPUTS, TVMGEN_INPUT/OUTPUT_SIZES (a list of bytes per tensor)."""
+    TVMGEN_NUM_INPUTS/OUTPUTS/CALLS, TVMGEN_INPUT/OUTPUT_SIZES (a list of bytes per tensor)."""
     try:
         with open(os.path.join(codegen_dir, "model.h"), errors="replace") as f:
             text = f.read()
@@ -164,6 +173,8 @@ def check_declared_sizes(meta: dict, into: str) -> list[str]:
             "TVMGEN_INPUT_SIZES": ("inputs", ins, "B"), "TVMGEN_OUTPUT_SIZES": ("outputs", outs, "B"),
             "TVMGEN_INPUT_BYTES": ("inputs", sum(ins), "B"), "TVMGEN_OUTPUT_BYTES": ("outputs", sum(outs), "B"),
             "TVMGEN_ARENA_BYTES": ("arena_bytes", meta["arena_bytes"], "B")}
+    if "calls" in meta:
+        want["TVMGEN_NUM_CALLS"] = ("calls", len(meta["calls"]), "call(s)")
     out = []
     for define, (field, n, unit) in want.items():
         if define not in declared:

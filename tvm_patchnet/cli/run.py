@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs to average the count over")
     p.add_argument("--check", action="store_true", help="also run the host reference and compare every output "
                                                         "(bit for bit; float32: the exact same values)")
+    p.add_argument("--profile", action="store_true",
+                   help="per kernel call: its graph op(s), MACs, executed instructions (QEMU, exact) or cycles "
+                        "(Nucleo), per MAC and share of the run (a profile build of the firmware)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="seconds one run may take before the board counts as stalled (default: from the model's MACs)")
@@ -39,7 +42,7 @@ def drive_run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise PatchnetError("--repeat must be >= 1")
     rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
-                    check=args.check, work_dir=args.keep_build, timeout=args.timeout)
+                    check=args.check, work_dir=args.keep_build, timeout=args.timeout, profile=args.profile)
     if args.json:
         print(json.dumps(rep.to_json()))
     else:
@@ -51,7 +54,8 @@ def drive_run(args: argparse.Namespace) -> int:
         print(f"ran on {where}: {speed}")
         print(f"SRAM {rep.sram_bytes:,} B measured (.data + .bss + peak stack) = arena {rep.arena_bytes:,} "
               f"(predicted {rep.predicted_arena_bytes:,}; inputs and outputs inside) + stack {rep.stack_peak_bytes:,} "
-              f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B")
+              f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B = weights "
+              f"{rep.weight_bytes:,} + code {rep.code_bytes:,}")
         gap = rep.arena_bytes - rep.planner_peak_bytes
         why = ("" if not gap else ": the whole input stays in the arena through the patch stage (the planner "
                "counts one patch of it)" if rep.patched else ": the arena's packing and 4-byte alignment")
@@ -61,6 +65,8 @@ def drive_run(args: argparse.Namespace) -> int:
             flat = y.reshape(-1)
             values = ", ".join(str(v) for v in flat[:16]) + (", ..." if flat.size > 16 else "")
             print(f"output '{o['name']}' {o['shape']} {o['dtype']}: [{values}]")
+        if rep.profile is not None:
+            print_profile(rep)
         if rep.reference_match is not None:
             print("host reference: " + ("identical" if rep.reference_match else
                                         f"MISMATCH in {', '.join(repr(n) for n in rep.mismatches)}"))
@@ -68,6 +74,32 @@ def drive_run(args: argparse.Namespace) -> int:
         raise PatchnetError(f"output mismatch: the board's output(s) {', '.join(repr(n) for n in rep.mismatches)} "
                             "differ from the host reference")
     return 0
+
+
+def print_profile(rep) -> None:
+    """The per-kernel table of a profiled run (RunReport.profile)."""
+    unit = "instructions" if rep.counter == "instructions" else "cycles"
+    rows = [(k.name, ", ".join(k.ops) if k.ops else "(input/output copies, call sequences)",
+             f"{k.macs:,}" if k.macs else "-", f"{k.count:,.0f}",
+             f"{k.per_mac():.2f}" if k.per_mac() is not None else "-",
+             f"{100 * k.count / rep.count:.1f}%" if rep.count else "-") for k in rep.profile]
+    macs = sum(k.macs for k in rep.profile)
+    rows.append(("total", "", f"{macs:,}", f"{rep.count:,.0f}", f"{rep.count / macs:.2f}" if macs else "-", "100.0%"))
+    head = ("kernel call", "op(s)", "MACs", unit, f"{unit[:5]}/MAC", "share")
+    ops_w = min(48, max(len(r[1]) for r in [head, *rows]))
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(6)]
+    widths[1] = ops_w
+
+    def line(r):
+        ops = r[1] if len(r[1]) <= ops_w else r[1][:ops_w - 3] + "..."
+        return (f"{r[0]:<{widths[0]}}  {ops:<{ops_w}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(r[2:], widths[2:])))
+
+    print(f"profile ({len(rep.profile) - 1} kernel calls; {unit}"
+          + (", exact" if unit == "instructions" else "") + f"; the marks' {rep.profile_overhead:,} {unit} "
+          "are subtracted, the total is the plain build's):")
+    print(line(head))
+    for r in rows:
+        print(line(r))
 
 
 def _load_input(path: str):

@@ -15,8 +15,10 @@ from .c_model import CModelInfo, write_c_model
 __all__ = ["CModelInfo", "emit_c"]
 
 
-def emit_c(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy") -> CModelInfo:
+def emit_c(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy",
+           target: str = "cortex-m4") -> CModelInfo:
     """Write the C model of ``graph`` to ``out_dir``; with ``plan``, its first blocks run patch by
     patch inside one kernel; ``planner`` places the arena (``greedy`` or ``milp``). Returns sizes
-    (bytes) and the memory plan the arena follows."""
-    return write_c_model(graph, out_dir, plan, planner)
+    (bytes) and the memory plan the arena follows. ``target``: whose kernel schedules to use
+    (:data:`tvm_patchnet.schedules.KNOWN_TARGETS`)."""
+    return write_c_model(graph, out_dir, plan, planner, target)

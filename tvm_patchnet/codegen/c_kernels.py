@@ -63,6 +63,8 @@ class KernelFunc:
 
     func: tirx.PrimFunc
     args: list
+    #: C definitions (``static inline`` micro-kernels) the emitted function calls, each a whole text
+    preamble: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,6 +79,8 @@ class CKernel:
     workspace: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: ``local`` arrays left in the C function (scalars kept in registers or on the stack)
     local_bytes: int = 0
+    #: micro-kernel definitions it calls (see ``KernelFunc.preamble``)
+    preamble: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- PrimFuncs
@@ -92,8 +96,13 @@ def _placeholders(graph: Graph, args: list) -> list:
     return phs
 
 
-def op_kernel(graph: Graph, op: Op) -> KernelFunc:
-    """The TE kernel of ``op`` as a PrimFunc, intermediates in registers where possible."""
+def op_kernel(graph: Graph, op: Op, schedules=None) -> KernelFunc:
+    """The TE kernel of ``op`` as a PrimFunc: a fast variant from ``schedules``
+    (:mod:`tvm_patchnet.schedules`) where one applies, else the default schedule, intermediates
+    in registers where possible."""
+    fast = schedules.op_kernel(graph, op) if schedules else None
+    if fast is not None:
+        return fast
     low = lower_op(graph, op)
     phs = _placeholders(graph, low.args)
     out = low.compute(*phs)
@@ -131,13 +140,16 @@ def _rows(sch: s_tir.Schedule, row_dims: int) -> None:
             sch.set_scope(blk, 0, "local")
 
 
-def depthwise_in_place_kernel(graph: Graph, op: Op) -> KernelFunc:
+def depthwise_in_place_kernel(graph: Graph, op: Op, schedules=None) -> KernelFunc:
     """A depthwise conv that may be called with its output over its input (MCUNet's in-place
     depthwise): channel by channel, the part of the input channel the windows read is first
     copied into a scratch plane (``ws``, :func:`~tvm_patchnet.analysis.liveness.plane_hw` rows x
     columns, the liveness rule's), then the output channel is computed from the plane. Output
     channel c is stored only where input channel c was, which is already copied: other channels
-    are untouched. Needs one output channel per input channel."""
+    are untouched. Needs one output channel per input channel. ``schedules``: as ``op_kernel``."""
+    fast = schedules.depthwise_in_place_kernel(graph, op) if schedules else None
+    if fast is not None:
+        return fast
     xn, x = op.inputs[0], graph.t(op.inputs[0])
     rows, cols = plane_hw(graph, op)
     # The windows read rows 0..rows-1 and columns 0..cols-1 only: the conv is lowered on that
@@ -156,11 +168,15 @@ def depthwise_in_place_kernel(graph: Graph, op: Op) -> KernelFunc:
     return KernelFunc(_init_outside_reductions(sch), [*low.args, op.outputs[0]])
 
 
-def accumulate_kernel(graph: Graph, conv: Op, add: Op) -> KernelFunc:
+def accumulate_kernel(graph: Graph, conv: Op, add: Op, schedules=None) -> KernelFunc:
     """``conv`` and the residual ``add`` of its output as one kernel that may be called with the
     add's output over the skip input ("the block's last conv adds into the residual buffer"):
     each output element's conv accumulator and requantization are computed in registers, then
-    added to skip element k, which is read before element k is written."""
+    added to skip element k, which is read before element k is written. ``schedules``: as
+    ``op_kernel``."""
+    fast = schedules.accumulate_kernel(graph, conv, add) if schedules else None
+    if fast is not None:
+        return fast
     cl, al = lower_op(graph, conv), lower_op(graph, add)
     conv_phs = _placeholders(graph, cl.args)
     conv_out = cl.compute(*conv_phs)
@@ -280,11 +296,12 @@ def _nbytes(buf) -> int:
 
 
 # ----------------------------------------------------------------------------- build
-def emit_kernels(funcs: dict[str, tirx.PrimFunc], placed: dict[str, dict[str, int]] | None = None
-                 ) -> dict[str, CKernel]:
+def emit_kernels(funcs: dict[str, tirx.PrimFunc], placed: dict[str, dict[str, int]] | None = None,
+                 preambles: dict[str, tuple[str, ...]] | None = None) -> dict[str, CKernel]:
     """Plain C of every scheduled kernel PrimFunc in ``funcs`` (C name -> func), one TVM build.
     ``placed[name]`` fixes the ``ws`` offsets of that kernel's buffers (by TIR buffer name); build
-    placed kernels apart from the others (see the StorageRewrite note below).
+    placed kernels apart from the others (see the StorageRewrite note below). ``preambles[name]``:
+    the micro-kernels that kernel calls (``KernelFunc.preamble``), carried to its ``CKernel``.
 
     Mirrors ``tvm.tirx.build`` (bind target, default TIR pipeline, host finalization, C codegen)
     with the workspace hoisting between the pipeline and the host passes.
@@ -308,7 +325,8 @@ def emit_kernels(funcs: dict[str, tirx.PrimFunc], placed: dict[str, dict[str, in
         definition, signature = _extract(src, name)
         definition = exact_float_literals(definition, funcs[name], name)  # TVM prints 7 digits
         ws_bytes = max((o + b for o, b in views.values()), default=0)
-        out[name] = CKernel(name, definition, signature + ";", ws_bytes, views, local)
+        out[name] = CKernel(name, definition, signature + ";", ws_bytes, views, local,
+                            (preambles or {}).get(name, ()))
     return out
 
 

@@ -5,6 +5,11 @@ the residual add it accumulates into) in graph order, on buffers at fixed offset
 arena; weights, biases, multipliers and shifts are ``const`` arrays (flash). Kernels that TVM
 lowers to the same TIR are emitted once.
 
+Compiled with ``-DTVMGEN_PROFILE``, ``model.c`` calls ``void tvmgen_profile_mark(void)`` (the
+firmware's) before its first kernel call and after each one, ``TVMGEN_NUM_CALLS`` + 1 marks; without
+it the code is the same minus those calls (the board firmware's per-kernel profile,
+``patchnet run --profile``). ``CModelInfo.call_ops`` says which graph ops each call runs.
+
 Every offset comes from the memory plan (:func:`tvm_patchnet.memory.plan_memory`, the one
 planner behind the profiler's and the patch planner's figures), with the whole input in the
 arena: the arena *is* the plan's arena, in-place depthwise convs, residual accumulation and
@@ -24,6 +29,7 @@ import numpy as np
 import tvm
 import tvm_ffi
 
+from .. import schedules
 from ..analysis.liveness import analyze
 from ..errors import PatchnetError
 from ..graph import Graph
@@ -58,6 +64,10 @@ class CModelInfo:
     kernels: dict[str, CKernel] = field(default_factory=dict)
     #: kernel called by each step, in call order
     calls: list[str] = field(default_factory=list)
+    #: each step's own name (its kernel's unless the kernel is shared), in call order
+    call_names: list[str] = field(default_factory=list)
+    #: indices of the graph ops each step runs (the patch stage's, a conv and its residual add)
+    call_ops: list[list[int]] = field(default_factory=list)
 
     @property
     def input_bytes(self) -> int:
@@ -82,21 +92,27 @@ class _Step:
     name: str
     scratch: str | None = None  # allocation passed as the kernel's ``ws``
     stage_buffers: dict[str, str] | None = None  # patch stage: TIR buffer -> allocation (ws = arena)
+    preamble: tuple[str, ...] = ()  # micro-kernels the kernel calls
+    ops: list[int] = field(default_factory=list)  # graph ops the call runs
 
 
-def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy") -> CModelInfo:
+def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy",
+                  target: str = "cortex-m4") -> CModelInfo:
     """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``; the arena
-    is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``)."""
+    is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``); kernels use
+    ``target``'s schedules (:func:`tvm_patchnet.schedules.create`)."""
     _check_edges(graph)
+    sched = schedules.create(target)
     mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full")
     offsets, sizes = mem.offsets, {a.name: a.size for a in mem.allocations}
-    steps = _steps(graph, plan)
+    steps = _steps(graph, plan, sched)
     kernel_of = _dedupe(steps)
     placed = {s.name: {b: offsets[t] for b, t in s.stage_buffers.items() if t in offsets}
               for s in steps if s.stage_buffers is not None}
     firsts = {k: s.func for s, k in zip(steps, kernel_of) if s.name == k}
-    kernels = {**emit_kernels({k: f for k, f in firsts.items() if k not in placed}),
-               **emit_kernels({k: firsts[k] for k in placed}, placed)}
+    preambles = {s.name: s.preamble for s in steps if s.name in firsts}
+    kernels = {**emit_kernels({k: f for k, f in firsts.items() if k not in placed}, None, preambles),
+               **emit_kernels({k: firsts[k] for k in placed}, placed, preambles)}
     weights = _Weights()
     calls = []
     for step, kname in zip(steps, kernel_of):
@@ -118,7 +134,7 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
     os.makedirs(out_dir, exist_ok=True)
     in_sizes, out_sizes = [graph.t(n).nbytes for n in graph.inputs], [graph.t(n).nbytes for n in graph.outputs]
     files = {
-        "model.h": _model_h(graph, mem.arena_bytes),
+        "model.h": _model_h(graph, mem.arena_bytes, len(calls)),
         "model.c": _model_c([offsets[n] for n in graph.inputs], [offsets[n] for n in graph.outputs], calls),
         "kernels.h": _header("KERNELS", "<stdint.h>", [k.prototype for k in kernels.values()]),
         "kernels.c": _kernels_c(kernels.values()),
@@ -129,7 +145,7 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
         with open(os.path.join(out_dir, name), "w") as f:
             f.write(text)
     return CModelInfo(out_dir, sorted(files), in_sizes, out_sizes, mem.arena_bytes, weights.nbytes, mem, kernels,
-                      list(kernel_of))
+                      list(kernel_of), [s.name for s in steps], [s.ops for s in steps])
 
 
 def _check_edges(graph: Graph) -> None:
@@ -140,7 +156,7 @@ def _check_edges(graph: Graph) -> None:
                                     f"must be {' or '.join(EDGE_DTYPES)}")
 
 
-def _steps(graph: Graph, plan: PatchPlan | None) -> list[_Step]:
+def _steps(graph: Graph, plan: PatchPlan | None, sched: schedules.Schedules) -> list[_Step]:
     """One kernel call per executed op, in graph order: the patch stage as one, a conv with the
     residual add it accumulates into as one (at the conv), reshapes skipped (views). Which ops
     run in place is the liveness analysis' decision, the same one the memory plan follows."""
@@ -153,18 +169,20 @@ def _steps(graph: Graph, plan: PatchPlan | None) -> list[_Step]:
         if i in stage:
             if i == min(stage):
                 kf, buffers = stage_kernel(graph, plan)
-                steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage", stage_buffers=buffers))
+                steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage", stage_buffers=buffers,
+                                   ops=sorted(stage)))
             continue
         if op.kind == "reshape" or i in fused_add:
             continue
-        scratch = None
+        scratch, ops = None, [i]
         if op.outputs[0] in live.accumulate:
-            kf = accumulate_kernel(graph, op, graph.ops[consumers[op.outputs[0]][0]])
+            ops.append(consumers[op.outputs[0]][0])
+            kf = accumulate_kernel(graph, op, graph.ops[ops[1]], sched)
         elif i in live.scratch and op.kind == "depthwise_conv2d":
-            kf, scratch = depthwise_in_place_kernel(graph, op), scratch_name(op.outputs[0])
+            kf, scratch = depthwise_in_place_kernel(graph, op, sched), scratch_name(op.outputs[0])
         else:  # softmax's row buffers are scratch too
-            kf, scratch = op_kernel(graph, op), scratch_name(op.outputs[0]) if i in live.scratch else None
-        steps.append(_Step(kf.func, kf.args, PREFIX + _c_name(op.name), scratch))
+            kf, scratch = op_kernel(graph, op, sched), scratch_name(op.outputs[0]) if i in live.scratch else None
+        steps.append(_Step(kf.func, kf.args, PREFIX + _c_name(op.name), scratch, preamble=kf.preamble, ops=ops))
     names = [s.name for s in steps]
     if len(set(names)) != len(names):  # op names that differ only in punctuation
         for k, s in enumerate(steps):
@@ -248,7 +266,7 @@ def _header(guard: str, include: str, lines: list[str]) -> str:
     return f"#ifndef {g}\n#define {g}\n\n#include {include}\n\n" + "\n".join(lines) + f"\n\n#endif  /* {g} */\n"
 
 
-def _model_h(graph: Graph, arena: int) -> str:
+def _model_h(graph: Graph, arena: int, n_calls: int) -> str:
     def table(names):
         return "{" + ", ".join(str(graph.t(n).nbytes) for n in names) + "}"
 
@@ -273,6 +291,9 @@ def _model_h(graph: Graph, arena: int) -> str:
 #define TVMGEN_OUTPUT_BYTES {sum(graph.t(n).nbytes for n in graph.outputs)}
 /* Bytes of the static arena inside model.c: every activation, the inputs and outputs included. */
 #define TVMGEN_ARENA_BYTES {arena}
+/* Kernel calls per run. Built with -DTVMGEN_PROFILE, the run calls tvmgen_profile_mark() (defined
+   by the firmware) before the first one and after each: TVMGEN_NUM_CALLS + 1 marks. */
+#define TVMGEN_NUM_CALLS {n_calls}
 
 #ifdef __cplusplus
 extern "C" {{
@@ -311,11 +332,19 @@ def _model_c(input_offsets: list[int], output_offsets: list[int], calls: list[st
     def table(offsets):
         return "{" + ", ".join(map(str, offsets)) + "}"
 
+    body = "\n".join(["  TVMGEN_MARK();"] + [line for c in calls for line in (c, "  TVMGEN_MARK();")])
     return f"""#include <string.h>
 
 #include "model.h"
 #include "kernels.h"
 #include "weights.h"
+
+#ifdef TVMGEN_PROFILE
+void tvmgen_profile_mark(void); /* the firmware's: counts at each kernel call boundary */
+#define TVMGEN_MARK() tvmgen_profile_mark()
+#else
+#define TVMGEN_MARK() ((void)0)
+#endif
 
 static _Alignas({ARENA_ALIGN}) uint8_t arena[TVMGEN_ARENA_BYTES];
 static const uint32_t input_offsets[TVMGEN_NUM_INPUTS] = {table(input_offsets)};
@@ -330,7 +359,7 @@ int tvmgen_default_run(const void *const *inputs, void *const *outputs) {{
   for (int i = 0; inputs && i < TVMGEN_NUM_INPUTS; i++)
     if (inputs[i] && inputs[i] != tvmgen_default_input(i))
       memcpy(tvmgen_default_input(i), inputs[i], input_sizes[i]);
-""" + "\n".join(calls) + """
+""" + body + """
   for (int i = 0; outputs && i < TVMGEN_NUM_OUTPUTS; i++)
     if (outputs[i] && outputs[i] != tvmgen_default_output(i))
       memcpy(outputs[i], tvmgen_default_output(i), output_sizes[i]);
@@ -341,5 +370,6 @@ int tvmgen_default_run(const void *const *inputs, void *const *outputs) {{
 
 def _kernels_c(kernels) -> str:
     # math.h: floor() of the float32 -> int8 QUANTIZE kernel (round half away from zero, in double)
+    micro = list(dict.fromkeys(p for k in kernels for p in k.preamble))  # each once, in first-use order
     return "#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n\n#include \"kernels.h\"\n\n" + \
-        "\n".join(k.source for k in kernels)
+        "".join(m + "\n" for m in micro) + "\n".join(k.source for k in kernels)

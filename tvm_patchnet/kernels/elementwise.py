@@ -48,13 +48,22 @@ def _elementwise(graph: Graph, op: Op, frame: Frame, body) -> Lowered:
     return Lowered(op.name, compute, [an, bn])
 
 
-@register("add")
-def lower_add(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
+def add_multipliers(graph: Graph, op: Op) -> tuple[int, int, int, int, int, int]:
+    """TFLite's int8 ADD rescaling, ``(m1, s1, m2, s2, mo, so)``: each input shifted left by
+    ``ADD_LEFT_SHIFT`` and scaled by (m1, s1) / (m2, s2) to twice the larger input scale, their
+    sum scaled by (mo, so) to the output's (multipliers and shifts as QuantizeMultiplier's)."""
     a, b, y = graph.t(op.inputs[0]), graph.t(op.inputs[1]), graph.t(op.outputs[0])
     twice_max = 2.0 * max(float(a.s), float(b.s))
     m1, s1 = quantize_multiplier(float(a.s) / twice_max)
     m2, s2 = quantize_multiplier(float(b.s) / twice_max)
     mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(y.s)))
+    return m1, s1, m2, s2, mo, so
+
+
+@register("add")
+def lower_add(graph: Graph, op: Op, frame: Frame = NO_FRAME) -> Lowered:
+    y = graph.t(op.outputs[0])
+    m1, s1, m2, s2, mo, so = add_multipliers(graph, op)
     lo, hi = op.attrs["act_range"]
 
     def body(va, vb):

@@ -7,6 +7,7 @@
         s.set_input(x); st = s.run(10); y = s.get_output()
         st.per_run, st.counter               # e.g. 81234.0 "instructions" (QEMU) / "cycles" (Nucleo)
         s.check_fit()                        # .data + .bss + peak stack against the SRAM budget
+        s.profile().kernels()                # per kernel call (a project made with profile=True)
     y, st, mem = micro.measure("out/proj", x, n=10)  # the same in one call
 
 Sizes are bytes. On QEMU counts are executed instructions (exact, never cycles); on Nucleo boards
@@ -27,10 +28,10 @@ from .errors import (
 )
 from .memory import MemoryReport, memory_report
 from .project import board_info, build, create_project, flash, list_boards, memory
-from .session import DeviceInfo, RunStats, Session, measure
+from .session import DeviceInfo, ProfileMarks, RunStats, Session, measure
 
 __all__ = [
     "BoardNotFound", "BuildFailed", "CrcError", "DeviceFault", "DeviceInfo", "DeviceNotAnswering", "DoesNotFit", "MemoryReport",
-    "MicroError", "ModelError", "RunStats", "Session", "ToolNotFound", "TransportError", "board_info", "build",
+    "MicroError", "ModelError", "ProfileMarks", "RunStats", "Session", "ToolNotFound", "TransportError", "board_info", "build",
     "create_project", "flash", "list_boards", "measure", "memory", "memory_report",
 ]

@@ -18,7 +18,12 @@ class BoardNotFound(MicroError):
 
 
 class DoesNotFit(MicroError):
-    """The firmware needs more SRAM or flash than the board (or memory map) has."""
+    """The firmware needs more SRAM or flash than the board (or memory map) has: by
+    ``sram_excess`` / ``flash_excess`` bytes (0: that memory fits or was not checked)."""
+
+    def __init__(self, message: str, sram_excess: int = 0, flash_excess: int = 0):
+        self.sram_excess, self.flash_excess = sram_excess, flash_excess
+        super().__init__(message)
 
 
 class TransportError(MicroError):

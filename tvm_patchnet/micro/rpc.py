@@ -12,6 +12,7 @@ confirm is an exception, never a result."""
 
 from __future__ import annotations
 
+import binascii
 import secrets
 import struct
 import time
@@ -28,30 +29,30 @@ from .errors import (
 )
 from .transport import Transport
 
-PROTO_VERSION = 3  #: RPC_PROTO_VERSION of the firmware this host speaks to (3: several inputs / outputs)
+#: RPC_PROTO_VERSION of the firmware this host speaks to (3: several inputs / outputs; 4: PROFILE)
+PROTO_VERSION = 4
 SYNC = b"\xa5\x5a"
-CMD_PING, CMD_INFO, CMD_SET_INPUT, CMD_RUN, CMD_GET_OUTPUT, CMD_STATS, CMD_CALIBRATE = range(7)
+CMD_PING, CMD_INFO, CMD_SET_INPUT, CMD_RUN, CMD_GET_OUTPUT, CMD_STATS, CMD_CALIBRATE, CMD_PROFILE = range(8)
 CMD_FAULT = 0x7F
 ST_OK, ST_CRC, ST_BAD_CMD, ST_BAD_ARG, ST_MODEL, ST_NO_SESSION, ST_STARTED = 0, 1, 2, 3, 4, 5, 0x80
-SESSION_CMDS = frozenset({CMD_SET_INPUT, CMD_RUN, CMD_GET_OUTPUT, CMD_STATS, CMD_CALIBRATE})
+SESSION_CMDS = frozenset({CMD_SET_INPUT, CMD_RUN, CMD_GET_OUTPUT, CMD_STATS, CMD_CALIBRATE, CMD_PROFILE})
 MAX_LEN = 1024
 POLL_MAX = 10.0  #: seconds: longest gap between re-sends of a RUN/CALIBRATE while waiting for its result
 COUNTERS = {0: None, 1: "cycles", 2: "instructions"}
 CMD_NAMES = {CMD_PING: "PING", CMD_INFO: "INFO", CMD_SET_INPUT: "SET_INPUT", CMD_RUN: "RUN",
-             CMD_GET_OUTPUT: "GET_OUTPUT", CMD_STATS: "STATS", CMD_CALIBRATE: "CALIBRATE"}
+             CMD_GET_OUTPUT: "GET_OUTPUT", CMD_STATS: "STATS", CMD_CALIBRATE: "CALIBRATE", CMD_PROFILE: "PROFILE"}
 EXCEPTIONS = {2: "NMI", 3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "UsageFault"}
 
-INFO_FMT = "<BBHIIIIIIIIBBH"  # then the board name
+INFO_FMT = "<BBHIIIIIIIIBBH"  # then the board name; the last u16's low byte: flags (INFO_PROFILE)
+INFO_PROFILE = 1  #: INFO flag: a profile build (model.c marks its kernel calls; PROFILE answers them)
+PROFILE_FMT = "<II"  # PROFILE's answer: marks, overhead per mark; then u64 counts
 STATS_FMT = "<BBHIQQQIIIIIIi"
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor (the firmware's
+    crc16 in rpc.c; here binascii's C implementation of the same CRC)."""
+    return binascii.crc_hqx(data, crc)
 
 
 def encode(cmd: int, seq: int, payload: bytes = b"") -> bytes:

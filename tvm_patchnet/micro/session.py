@@ -18,12 +18,15 @@ from .rpc import (
     CMD_CALIBRATE,
     CMD_GET_OUTPUT,
     CMD_PING,
+    CMD_PROFILE,
     CMD_RUN,
     CMD_SET_INPUT,
     CMD_STATS,
     COUNTERS,
     INFO_FMT,
+    INFO_PROFILE,
     MAX_LEN,
+    PROFILE_FMT,
     STATS_FMT,
     RpcClient,
 )
@@ -46,6 +49,7 @@ class DeviceInfo:
     max_payload: int
     num_inputs: int          #: TVMGEN_NUM_INPUTS
     num_outputs: int         #: TVMGEN_NUM_OUTPUTS
+    profile: bool = False    #: a profile build (model.c marks its kernel calls; see Session.profile)
 
 
 @dataclass
@@ -73,6 +77,23 @@ class RunStats:
     def sram_bytes(self) -> int:
         """.data + .bss + peak stack."""
         return self.data_bytes + self.bss_bytes + self.peak_stack_bytes
+
+
+@dataclass
+class ProfileMarks:
+    """The marks of the last measured call of a profile build: ``counts[i]`` = count (the
+    counter's unit) from the start of the call to mark i; model.c marks before its first kernel
+    call and after each, so kernel k ran between marks k and k + 1. ``overhead``: what one mark
+    adds (QEMU: exactly 2 instructions, ``bl`` + the hook's ``bx lr``; Nucleo: cycles of two marks
+    back to back, measured on the board)."""
+
+    counter: str | None
+    counts: list[int]
+    overhead: int
+
+    def kernels(self) -> list[int]:
+        """Each kernel call's own count: the marks' differences minus one mark's overhead."""
+        return [b - a - self.overhead for a, b in zip(self.counts, self.counts[1:])]
 
 
 class Session:
@@ -139,7 +160,7 @@ class Session:
             self._info = DeviceInfo(board=d[n:].decode(errors="replace"), protocol=v[0], counter=COUNTERS.get(v[1]),
                                     max_payload=v[2], input_bytes=v[3], output_bytes=v[4], arena_bytes=v[5],
                                     cpu_hz=v[6], ram_bytes=v[7], data_bytes=v[8], bss_bytes=v[9], stack_bytes=v[10],
-                                    num_inputs=v[11], num_outputs=v[12])
+                                    num_inputs=v[11], num_outputs=v[12], profile=bool(v[13] & INFO_PROFILE))
         return self._info
 
     def set_input(self, data) -> None:
@@ -203,6 +224,32 @@ class Session:
             raise MicroError(f"{self.rpc.name}: CALIBRATE answer has {len(d)} bytes, expected 8")
         return struct.unpack("<Q", d)[0]
 
+    def profile(self) -> ProfileMarks:
+        """The per-kernel marks of the last measured call (RUN: its last run; see ProfileMarks).
+        Needs a profile build (``create_project(..., profile=True)``); a QEMU run without the
+        counting plugin, or more marks than the firmware's table holds, is a one-line MicroError."""
+        info = self.info()
+        if not info.profile:
+            raise MicroError(f"{self.rpc.name}: the firmware is not a profile build (create the project with "
+                             "profile=True)")
+        if info.counter is None:
+            raise MicroError(f"{self.rpc.name}: no counter (QEMU without the instruction-count plugin): no profile")
+        head, counts, marks = struct.calcsize(PROFILE_FMT), [], None
+        while marks is None or len(counts) < marks:
+            d = self._call(CMD_PROFILE, struct.pack("<H", len(counts)))
+            if len(d) < head or (len(d) - head) % 8:
+                raise MicroError(f"{self.rpc.name}: PROFILE answer has {len(d)} bytes")
+            got, overhead = struct.unpack_from(PROFILE_FMT, d)
+            if marks is not None and got != marks:
+                raise MicroError(f"{self.rpc.name}: PROFILE answers disagree ({marks} then {got} marks)")
+            marks = got
+            new = [v for (v,) in struct.iter_unpack("<Q", d[head:])]
+            if not new and len(counts) < marks:
+                raise MicroError(f"{self.rpc.name}: the run made {marks} marks, more than the firmware's profile "
+                                 f"table holds ({len(counts)})")
+            counts += new
+        return ProfileMarks(info.counter, counts, overhead)
+
     def memory(self) -> MemoryReport:
         """ELF section sizes + the measured peak stack, with the link's budgets (needs project_dir)."""
         if self.handler is None:
@@ -217,8 +264,9 @@ class Session:
             raise DoesNotFit(f"{self.rpc.name}: does not fit: the stack used all {st.stack_bytes:,} B left in SRAM "
                              "after .data + .bss")
         if rep.ram_budget and rep.sram_bytes > rep.ram_budget:
+            excess = rep.sram_bytes - rep.ram_budget
             raise DoesNotFit(f"{self.rpc.name}: does not fit: .data + .bss + peak stack = {rep.sram_bytes:,} B "
-                             f"exceed the {rep.ram_budget:,} B of SRAM by {rep.sram_bytes - rep.ram_budget:,} B")
+                             f"exceed the {rep.ram_budget:,} B of SRAM by {excess:,} B", excess)
         return rep
 
 
