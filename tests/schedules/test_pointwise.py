@@ -26,8 +26,9 @@ from tvm_patchnet.schedules import conv, pointwise
 
 # ------------------------------------------------------------------------------------- models
 def conv1x1(rng, hw, k, co, zp_in=-3, zp_out=5, act=None, per_channel=True, extremes=False, bias_range=2000,
-            out_scale=0.1):
-    """A CONV_2D 1x1 model and one input; ``extremes``: -128 in the weights and a -128 input row.
+            out_scale=0.1, pruned=0):
+    """A CONV_2D 1x1 model and one input; ``extremes``: -128 in the weights and a -128 input row;
+    ``pruned``: that many channels with all-zero weights and biases of +-2^30 (as vww_96 has).
     Effective scales are 0.05 * [0.004, 0.02] / ``out_scale``."""
     w = rng.integers(-127, 128, (co, 1, 1, k), dtype=np.int8)
     x = rng.integers(-128, 128, (1, *hw, k), dtype=np.int8)
@@ -38,6 +39,8 @@ def conv1x1(rng, hw, k, co, zp_in=-3, zp_out=5, act=None, per_channel=True, extr
         x[0, -1, -1, :] = 127
     s_w = rng.uniform(0.004, 0.02, co) if per_channel else np.full(co, 0.01)
     bias = rng.integers(-bias_range, bias_range + 1, co).astype(np.int64).clip(-2**31, 2**31 - 1).astype(np.int32)
+    w[:pruned] = 0
+    bias[:pruned] = [(-1) ** i * 2**30 for i in range(pruned)]
     q_w = {"scale": list(s_w), "zero_point": [0] * co} if per_channel else {"scale": 0.01, "zero_point": 0}
     q_b = {"scale": list(0.05 * s_w), "zero_point": [0] * co} if per_channel else {"scale": 0.0005, "zero_point": 0}
     ins = [TensorSpec(x.shape, scale=0.05, zero_point=zp_in), TensorSpec(w.shape, "int8", data=w, **q_w),
@@ -116,6 +119,9 @@ CASES = {
     "left-shift": (conv1x1, {"hw": (2, 2), "k": 6, "co": 4, "out_scale": 0.0004, "act": "relu"}),
     # right shifts above 23: the output zero point is not folded into the rounding term
     "zp-not-folded": (conv1x1, {"hw": (2, 2), "k": 16, "co": 4, "out_scale": 2e4, "zp_out": 127}),
+    # channels with zero weights and huge biases: constant outputs, given small constants
+    "pruned-channels": (conv1x1, {"hw": (2, 3), "k": 16, "co": 8, "pruned": 3, "act": "relu6"}),
+    "pruned-per-tensor": (conv1x1, {"hw": (2, 2), "k": 8, "co": 6, "pruned": 2, "per_channel": False}),
     "relu6-zp-out-max": (conv1x1, {"hw": (2, 2), "k": 32, "co": 12, "zp_out": 120, "act": "relu6"}),
     "fc-batch1": (fully_connected, {"batch": 1, "n_in": 256, "n_out": 10}),
     "fc-batch3-odd": (fully_connected, {"batch": 3, "n_in": 13, "n_out": 3, "zp_in": 127, "zp_out": -128,

@@ -43,6 +43,7 @@ from ..graph import Graph, Op
 from ..kernels import lower_op
 from ..kernels.conv import _requant_consts
 from ..kernels.elementwise import ADD_LEFT_SHIFT, add_multipliers
+from ..quant import multiply_by_quantized_multiplier
 
 #: |acc + bias'| (after the left shift) must stay below this for the fast requantization (see module doc)
 ACC_BOUND = 1 << 29
@@ -117,6 +118,7 @@ class Requant:
 def requant_table(g: Gemm) -> Requant | None:
     """The :class:`Requant` of ``g``, or None when the accumulator bound of the module docstring
     does not hold or a multiplier is negative (the plain kernel is then used)."""
+    g = _constant_channels(g)
     w64 = g.w.astype(np.int64)
     folded = g.bias.astype(np.int64) - g.zp_in * w64.sum(axis=1)
     left = np.maximum(g.shift.astype(np.int64), 0)
@@ -133,6 +135,22 @@ def requant_table(g: Gemm) -> Requant | None:
     if np.all(ACC_BOUND + np.abs(with_zp) < (1 << 31)):
         return Requant(np.stack([2 * folded, mult, with_zp, right], axis=1).astype(np.int32), True, 0)
     return Requant(np.stack([2 * folded, mult, half, right], axis=1).astype(np.int32), True, g.zp_out)
+
+
+def _constant_channels(g: Gemm) -> Gemm:
+    """``g`` with each channel whose weights are all zero (a constant output) given small
+    constants with the same output. Pruned networks park biases of +-2^30 there (vww_96's
+    later 1x1 convs), beyond the fast requantization's bound: bias 4 d, multiplier 2^30 (one
+    half) and one right shift give exactly d = the channel's output minus the output zero point.
+    Only channels without a left shift (the plain kernel shifts an int32 left, which may wrap)."""
+    dead = ~g.w.any(axis=1) & (g.shift <= 0)
+    if not dead.any():
+        return g
+    out = np.clip(multiply_by_quantized_multiplier(g.bias, g.mult, g.shift) + g.zp_out, g.lo, g.hi)
+    d = (out - g.zp_out).astype(np.int64)
+    return replace(g, bias=np.where(dead, 4 * d, g.bias).astype(np.int32),
+                   mult=np.where(dead, 1 << 30, g.mult).astype(np.int32),
+                   shift=np.where(dead, -1, g.shift).astype(np.int32))
 
 
 def choose_tile(pixels: int, co: int) -> tuple[int, int]:
