@@ -4,11 +4,12 @@
     codegen/host/src/*.c, codegen/host/include/*.h   plain C (see ``tvm_patchnet.codegen``)
     metadata.json                                    arena/weight bytes, offsets, patch plan, I/O
     src/model.tflite|.onnx                           what was compiled (for the host reference)
+    src/graph.npz                                    the int8 graph, when the file does not rebuild it
 
 ``run_model`` builds a board project around the archive (``microtvm_projects``), runs it over
 the serial RPC on the model's inputs (int8 or float32, one or several) and, with ``check``,
 compares every output with the host build of the same int8 graph (the Relax VM on llvm), bit for
-bit. Sizes are bytes; on QEMU the count is executed instructions, on Nucleo boards DWT cycles.
+bit; with ``check_float``, the dequantized outputs with the float model (ONNX) on the host. Sizes are bytes; on QEMU the count is executed instructions, on Nucleo boards DWT cycles.
 With ``profile`` the firmware is a profile build and the report adds each kernel call's count
 (:class:`KernelProfile`).
 """
@@ -19,13 +20,27 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .archive import FORMAT, METADATA_VERSION, TARGET_BOARDS, check_output, io_bytes, read_archive, write_archive
+from .archive import (
+    FORMAT,
+    GRAPH_MEMBER,
+    METADATA_VERSION,
+    TARGET_BOARDS,
+    check_output,
+    io_bytes,
+    load_graph,
+    read_archive,
+    save_graph,
+    write_archive,
+)
 from .errors import PatchnetError
 from .frontend import load_model
+from .graph import Graph
+from .rewrite import simplify
 
 #: bytes of stack a firmware links with at least (microtvm_projects: PROJECT_OPTIONS["stack_min"])
 STACK_MIN_BYTES = 4096
@@ -39,10 +54,18 @@ class CompileResult:
     note: str | None = None
 
 
-def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
+def compile_model(model: str | Graph, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
                   patches=None, split=None, sram_bytes: int | None = None, resolution: int | None = None,
-                  width: float | None = None, planner: str = "greedy") -> CompileResult:
-    """Compile ``model`` (file or built-in name) to ``out_path`` (.tar, .tar.gz / .tgz or a folder).
+                  width: float | None = None, planner: str = "greedy", calibration=None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  warn: Callable[[str], None] | None = None) -> CompileResult:
+    """Compile ``model`` to ``out_path`` (.tar, .tar.gz / .tgz or a folder).
+
+    ``model``: a model file, a built-in name, or an int8 :class:`Graph` (e.g. quantized in Python
+    with :func:`tvm_patchnet.ptq.quantize`). ``calibration`` / ``mean`` / ``std`` / ``warn``: how a
+    float (ONNX) model is quantized (see :func:`tvm_patchnet.frontend.load_model`). The archive
+    keeps what was compiled for ``run --check``: the model file, and the int8 graph itself
+    (``src/graph.npz``) when the file alone does not rebuild it (a quantized float model, a graph).
 
     ``patches``/``split``: ints, "auto", or None for layer-by-layer execution. With only
     ``sram_bytes`` the cheapest setting that fits is chosen (layer by layer if that fits).
@@ -57,7 +80,20 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
         raise PatchnetError(f"board '{board}' is not a {target} board; {target} boards: "
                             f"{', '.join(TARGET_BOARDS[target])}")
     check_output(out_path)  # before minutes of work, not after
-    graph = load_model(model, resolution=resolution, width=width)
+    if isinstance(model, Graph):
+        if resolution is not None or width is not None or calibration is not None or mean is not None \
+                or std is not None:
+            raise PatchnetError("compile_model: resolution, width and calibration apply to model files and names, "
+                                "not to a Graph")
+        model.validate()
+        graph = simplify(model)
+    elif isinstance(model, (str, os.PathLike)):
+        model = str(model)
+        graph = load_model(model, resolution=resolution, width=width, calibration=calibration, mean=mean, std=std,
+                           warn=warn)
+    else:
+        raise PatchnetError(f"compile_model: model must be a file path, a built-in name or an int8 Graph, "
+                            f"not {type(model).__name__}")
     from .patch.search import resolve
 
     chosen = resolve(graph, patches, split, sram_bytes)
@@ -94,7 +130,7 @@ def compile_model(model: str, out_path: str, target: str = "cortex-m4", board: s
             "profile": {"peak_bytes": report.peak_bytes, "peak_bytes_no_inplace": report.peak_bytes_no_inplace,
                         "total_macs": report.total_macs},
             "patch": plan.to_json() if plan else None,
-            "source": _store_source(model, resolution, width, tmp),
+            "source": _store_source(model, graph, resolution, width, tmp),
         }
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f, indent=2)
@@ -144,13 +180,33 @@ def _io(graph, name: str) -> dict:
             "zero_point": t.zp if q else None}
 
 
-def _store_source(model: str, resolution, width, tmp: str) -> dict:
+def _store_source(model: str | Graph, graph: Graph, resolution, width, tmp: str) -> dict:
+    """metadata.json's ``source``, with what it names written into ``tmp/src``: the model file;
+    the int8 graph (``src/graph.npz``) where the file does not rebuild it alone (a float model's
+    quantization depends on its calibration data) or there is no file (a Graph); a built-in name."""
     os.makedirs(os.path.join(tmp, "src"))
+    if isinstance(model, Graph):
+        save_graph(graph, os.path.join(tmp, GRAPH_MEMBER))
+        calibration = graph.meta.get("calibration")
+        return {"graph": GRAPH_MEMBER, **({"calibration": calibration} if calibration else {})}
     if os.path.exists(model):
         name = "model" + os.path.splitext(model)[1].lower()
+        if name.endswith(".onnx"):
+            _store_onnx(model, os.path.join(tmp, "src", name))
+            save_graph(graph, os.path.join(tmp, GRAPH_MEMBER))
+            return {"file": f"src/{name}", "graph": GRAPH_MEMBER, "calibration": graph.meta.get("calibration")}
         shutil.copy(model, os.path.join(tmp, "src", name))
         return {"file": f"src/{name}"}
     return {"builtin": model, "resolution": resolution, "width": width}
+
+
+def _store_onnx(path: str, dst: str) -> None:
+    """The ONNX model as one file: weights kept beside it (``model.onnx.data``, what PyTorch's
+    exporter writes by default) are embedded, so the archive's float model is whole."""
+    import onnx
+
+    model = onnx.load(path)  # loads external data from beside the file
+    onnx.save(model, dst, save_as_external_data=False)
 
 
 @dataclass
@@ -203,6 +259,11 @@ class RunReport:
     profile_overhead: int | None = None
     #: of ``flash_bytes``: the model's weights, biases and requantization constants (metadata's)
     weight_bytes: int = 0
+    #: with ``check_float``: the board's outputs (dequantized) against the float model run on the
+    #: host on the same input: ``{max_abs_diff, output_range, cosine, top1_agreement, outputs}``
+    #: (the first four over every output: the largest difference and range, the lowest cosine and
+    #: agreement; ``outputs``: each output's own, with its ``name``)
+    float_reference: dict | None = None
 
     @property
     def code_bytes(self) -> int:
@@ -251,7 +312,7 @@ def run_timeout(meta: dict, counter: str | None, cpu_hz: int) -> float:
 
 def run_model(archive: str, board: str | None = None, memory_map: str | None = None,
               x: np.ndarray | list | dict | None = None, repeat: int = 1, check: bool = False, work_dir: str | None = None,
-              timeout: float | None = None, profile: bool = False) -> RunReport:
+              timeout: float | None = None, profile: bool = False, check_float: bool = False) -> RunReport:
     """Build ``archive`` for ``board`` (default: the one it was compiled for), run it ``repeat``
     times on inputs ``x`` and measure it.
 
@@ -263,6 +324,10 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
     take (default: :func:`run_timeout`). A result is either confirmed by the board or an error.
     ``profile``: build the firmware with ``TVMGEN_PROFILE`` and report every kernel call's count
     (``RunReport.profile``; ``count`` is then the plain build's: the marks' cost is subtracted).
+    ``check_float``: also run the float model the archive was compiled from (ONNX / PyTorch) on
+    the host, on the same input (an int8 input dequantized), and compare it with the board's
+    outputs, dequantized (``RunReport.float_reference``); an archive without a float model is a
+    one-line error before any build.
     """
     from . import micro
 
@@ -278,7 +343,10 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             raise PatchnetError(f"{archive}: compiled before per-kernel profiles (metadata version "
                                 f"{meta['version']}): recompile it with this patchnet to use --profile")
         board = board or meta["board"]
+        if check_float:
+            _require_float_model(meta, archive)
         xs = model_inputs(meta, x)
+        ref_graph = _source_graph(meta, model_dir) if check else None  # a bad stored graph fails before the build
         project = os.path.join(work, "project")
         micro.create_project(os.path.join(model_dir, "codegen", "host", "src"), board, project,
                              memory_map=memory_map, **({"profile": True} if profile else {}))
@@ -300,8 +368,9 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             marks = s.profile() if profile else None  # after check_fit: its answer's buffer is on the stack
         mismatches = []
         if check:
-            ref = _host_reference(meta, model_dir, xs)
+            ref = _host_reference(meta, ref_graph, xs)
             mismatches = [o["name"] for o, y, r in zip(meta["outputs"], ys, ref) if not _identical(y, r)]
+        float_ref = _float_reference(meta, model_dir, xs, ys) if check_float else None
     planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]
     outputs = [{"name": o["name"], "shape": o["shape"], "dtype": o["dtype"], "values": y.tolist()}
                for o, y in zip(meta["outputs"], ys)]
@@ -311,7 +380,7 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
     return RunReport(board, memory_map, stats.counter, count, info.cpu_hz, mem.sram_bytes or 0,
                      mem.flash_bytes, stats.peak_stack_bytes, stats.arena_bytes, meta["arena_bytes"], planner_peak,
                      info.input_bytes, info.output_bytes, outputs, (not mismatches) if check else None,
-                     meta["patch"] is not None, mismatches, kernels, overhead, meta["weight_bytes"])
+                     meta["patch"] is not None, mismatches, kernels, overhead, meta["weight_bytes"], float_ref)
 
 
 def _kernel_profile(meta: dict, marks, per_run: float, archive: str):
@@ -434,14 +503,69 @@ def _fit_hint(graph, target: int) -> str:
 
 
 def _source_graph(meta: dict, model_dir: str):
+    """The int8 graph the archive's C was built from: the stored graph (a quantized float model,
+    a graph quantized in Python), else the model file or built-in architecture re-imported."""
     src = meta["source"]
-    if "file" in src:
-        return load_model(os.path.join(model_dir, src["file"]))
+    if "graph" in src:
+        return load_graph(os.path.join(model_dir, src["graph"]), src["graph"])
+    if "file" in src:  # before src/graph.npz: an ONNX model calibrated on the seeded random inputs
+        return load_model(os.path.join(model_dir, src["file"]), warn=lambda _: None)
     return load_model(src["builtin"], resolution=src["resolution"], width=src["width"])
 
 
-def _host_reference(meta: dict, model_dir: str, xs: list[np.ndarray]) -> list[np.ndarray]:
+def _require_float_model(meta: dict, archive: str) -> None:
+    """One line when the archive holds no float model for ``--check-float``."""
+    src = meta["source"]
+    if src.get("file") == "src/model.onnx":
+        return
+    if src.get("file"):
+        what = "an int8 TFLite model (src/model.tflite)"
+    elif "graph" in src:
+        what = "an int8 graph built in Python"
+    else:
+        what = f"the built-in architecture '{src['builtin']}' (seeded int8 weights)"
+    raise PatchnetError(f"{archive}: --check-float: compiled from {what}: there is no float model to compare with "
+                        "(--check compares with the host int8 reference)")
+
+
+def _float_reference(meta: dict, model_dir: str, xs: list[np.ndarray], ys: list[np.ndarray]) -> dict:
+    """The board's outputs (dequantized) against the float model on the host, on the same input."""
+    from .frontend.float_exec import run_float
+    from .frontend.torch_onnx import import_onnx
+
+    fg = import_onnx(os.path.join(model_dir, meta["source"]["file"]))
+    if len(meta["inputs"]) != 1 or len(fg.outputs) != len(meta["outputs"]):
+        raise PatchnetError(f"src/model.onnx: {len(fg.outputs)} output(s), the compiled model has "
+                            f"{len(meta['outputs'])}: cannot compare with the float model")
+    refs = run_float(fg, _dequantize(meta["inputs"][0], xs[0]))
+    rows = []
+    for e, y, r in zip(meta["outputs"], ys, refs):
+        d, r = _dequantize(e, y).astype(np.float64).reshape(-1), np.asarray(r, np.float64).reshape(-1)
+        if d.size != r.size:
+            raise PatchnetError(f"src/model.onnx: output '{e['name']}' has {r.size} values, the compiled model "
+                                f"{d.size}: cannot compare with the float model")
+        norm = float(np.linalg.norm(d) * np.linalg.norm(r))
+        cos = float(d @ r) / norm if norm else float(np.array_equal(d, r))
+        last = e["shape"][-1]
+        top1 = (float(np.mean(d.reshape(-1, last).argmax(1) == r.reshape(-1, last).argmax(1))) if last > 1
+                else None)
+        rows.append({"name": e["name"], "max_abs_diff": float(np.abs(d - r).max()),
+                     "output_range": float(r.max() - r.min()), "cosine": cos, "top1_agreement": top1})
+    top1s = [r["top1_agreement"] for r in rows if r["top1_agreement"] is not None]
+    return {"max_abs_diff": max(r["max_abs_diff"] for r in rows), "output_range": max(r["output_range"] for r in rows),
+            "cosine": min(r["cosine"] for r in rows), "top1_agreement": min(top1s) if top1s else None,
+            "outputs": rows}
+
+
+def _dequantize(entry: dict, a: np.ndarray) -> np.ndarray:
+    """An int8 input or output of metadata.json as float32 ``(q - zero_point) * scale``; float32 as is."""
+    if entry["scale"] is None:
+        return np.asarray(a, np.float32)
+    return ((np.asarray(a, np.float32) - entry["zero_point"]) * np.float32(entry["scale"])).astype(np.float32)
+
+
+def _host_reference(meta: dict, graph, xs: list[np.ndarray]) -> list[np.ndarray]:
     """The unpatched int8 graph run on the host (Relax VM, llvm): the reference for the board."""
     from .runtime import run_graph
 
-    return [y.reshape(e["shape"]) for y, e in zip(run_graph(_source_graph(meta, model_dir), xs), meta["outputs"])]
+    return [y.reshape(e["shape"]) for y, e in zip(run_graph(graph, xs), meta["outputs"])]

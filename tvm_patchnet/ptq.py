@@ -15,6 +15,7 @@ The int8 graph input is int8 with the calibrated scale: use :func:`quantize_inpu
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -32,14 +33,14 @@ _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def quantize(float_graph: Graph, calibration: np.ndarray | str, num_samples: int = 64,
-             preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> Graph:
+             preprocess: Callable[[np.ndarray], np.ndarray] | None = None, layout: str | None = None) -> Graph:
     """int8 :class:`Graph` of ``float_graph``, calibrated on up to ``num_samples`` inputs.
 
     ``calibration`` is an array of input samples (NHWC, or NCHW which is transposed) or a folder
     of ``.npy`` samples and images; see :func:`load_calibration` (``preprocess`` applies to images).
     """
     x_shape = float_graph.t(float_graph.inputs[0]).shape
-    data = load_calibration(calibration, x_shape, num_samples, preprocess)
+    data = load_calibration(calibration, x_shape, num_samples, preprocess, layout)
     lo, hi = calibrate(float_graph, data)
     tensors: dict[str, Tensor] = {}
     qp: dict[str, tuple[float, int]] = {}
@@ -72,36 +73,67 @@ def quantize(float_graph: Graph, calibration: np.ndarray | str, num_samples: int
 
 
 def load_calibration(calibration: np.ndarray | str, input_shape: tuple[int, ...], num_samples: int,
-                     preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Calibration inputs as float32 NHWC ``(N, H, W, C)`` with ``N <= num_samples``.
+                     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                     layout: str | None = None) -> np.ndarray:
+    """Calibration inputs as float32 NHWC ``(N, H, W, C)`` with ``1 <= N <= num_samples``.
 
-    ``calibration`` is an array or a ``.npy`` file (one sample or a batch, NHWC or NCHW, already
-    preprocessed), or a folder of such ``.npy`` files and images (.png/.jpg/.jpeg/.bmp: RGB
-    scaled to [0, 1], resized to H x W, then passed through ``preprocess`` if given), read in
-    sorted name order.
+    ``calibration`` is an array, a ``.npy`` file or an ``.npz`` file holding one array (one
+    sample or a batch, already preprocessed as the model's input), or a folder of such ``.npy``
+    files and images (.png/.jpg/.jpeg/.bmp: RGB (or grey for one channel) scaled to [0, 1],
+    resized to H x W, then passed through ``preprocess`` if given), read in sorted name order.
+    ``layout``: "NCHW" (an ONNX / PyTorch model's own layout: arrays must be NCHW), "NHWC", or
+    None (either). Arrays must be floating point and finite. A problem is one
+    :class:`PatchnetError` line naming the file.
     """
-    if isinstance(calibration, (str, os.PathLike)) and os.path.isfile(calibration):
-        calibration = np.load(calibration)
     if isinstance(calibration, (str, os.PathLike)):
-        folder = str(calibration)
-        if not os.path.isdir(folder):
-            raise PatchnetError(f"calibration '{folder}' is neither a folder nor a .npy file")
-        samples = []
-        for f in sorted(os.listdir(folder)):
-            path = os.path.join(folder, f)
-            if f.lower().endswith(".npy"):
-                samples.extend(_as_nhwc(np.load(path), input_shape, path))
-            elif f.lower().endswith(_IMAGE_EXT):
-                img = _read_image(path, input_shape)
-                samples.append(preprocess(img) if preprocess else img)
-            if len(samples) >= num_samples:
-                break
-        if not samples:
-            raise PatchnetError(f"calibration folder '{folder}' has no .npy or image files")
-        data = np.stack([np.asarray(s, np.float32) for s in samples])
+        path = str(calibration)
+        if not os.path.exists(path):
+            raise PatchnetError(f"{path}: no such calibration file or folder")
+        if os.path.isdir(path):
+            data = _load_folder(path, input_shape, num_samples, preprocess, layout)
+        else:
+            if preprocess is not None:
+                raise PatchnetError(f"{path}: --mean/--std apply to a folder of images; an array file must "
+                                    "already be preprocessed")
+            data = np.stack(_as_nhwc(_read_array(path), input_shape, path, layout))
     else:
-        data = np.stack(_as_nhwc(np.asarray(calibration, np.float32), input_shape, "calibration array"))
+        data = np.stack(_as_nhwc(np.asarray(calibration), input_shape, "calibration array", layout))
     return data[:num_samples].astype(np.float32)
+
+
+def _load_folder(folder: str, input_shape, num_samples: int, preprocess, layout) -> np.ndarray:
+    samples = []
+    for f in sorted(os.listdir(folder)):
+        path = os.path.join(folder, f)
+        if f.lower().endswith(".npy"):
+            samples.extend(_as_nhwc(_read_array(path), input_shape, path, layout))
+        elif f.lower().endswith(_IMAGE_EXT):
+            img = _read_image(path, input_shape)
+            samples.append(preprocess(img) if preprocess else img)
+        if len(samples) >= num_samples:
+            break
+    if not samples:
+        raise PatchnetError(f"{folder}: calibration folder has no .npy or image files "
+                            f"({', '.join(_IMAGE_EXT)})")
+    return np.stack([np.asarray(s, np.float32) for s in samples])
+
+
+def _read_array(path: str) -> np.ndarray:
+    """The array of an ``.npy`` file or the one array of an ``.npz`` file (never pickled objects)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if len(data.files) != 1:
+                    raise PatchnetError(f"{path}: holds {len(data.files)} arrays "
+                                        f"({', '.join(data.files[:5]) or 'none'}); expected one: the calibration inputs")
+                return data[data.files[0]]
+        return data
+    except PatchnetError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise PatchnetError(f"{path}: cannot read calibration data "
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
 
 def calibrate(float_graph: Graph, data: np.ndarray, batch: int = 16) -> tuple[dict, dict]:
@@ -163,34 +195,39 @@ def _quantize_weights(fg: Graph, op: Op, s_in: float, tensors: dict[str, Tensor]
                              0, bq, True)
 
 
-def _as_nhwc(a: np.ndarray, input_shape: tuple[int, ...], what: str) -> list[np.ndarray]:
-    """Split ``a`` (one sample or a batch, NHWC or NCHW) into NHWC samples of ``input_shape[1:]``."""
+def _as_nhwc(a: np.ndarray, input_shape: tuple[int, ...], what: str, layout: str | None = None) -> list[np.ndarray]:
+    """Split ``a`` (one sample or a batch; NCHW or NHWC as ``layout`` allows) into NHWC samples."""
     _, h, w, c = input_shape
+    if not np.issubdtype(a.dtype, np.floating):
+        raise PatchnetError(f"{what}: dtype {a.dtype}; calibration inputs must be float (preprocessed as the "
+                            "model's input)")
     a = a[None] if a.ndim == 3 else a
-    if a.ndim == 4 and a.shape[1:] == (h, w, c):
+    if a.ndim == 4 and a.shape[0] == 0:
+        raise PatchnetError(f"{what}: holds no samples (shape {a.shape})")
+    if not np.isfinite(a).all():
+        raise PatchnetError(f"{what}: holds NaN or infinite values")
+    if layout != "NCHW" and a.ndim == 4 and a.shape[1:] == (h, w, c):
         return list(a.astype(np.float32))
-    if a.ndim == 4 and a.shape[1:] == (c, h, w):
+    if layout != "NHWC" and a.ndim == 4 and a.shape[1:] == (c, h, w):
         return list(a.transpose(0, 2, 3, 1).astype(np.float32))
-    raise PatchnetError(f"{what}: shape {a.shape} does not match the model input {(h, w, c)} (NHWC) or {(c, h, w)}")
+    want = {"NCHW": f"(N, {c}, {h}, {w}) (NCHW, the model's layout)", "NHWC": f"(N, {h}, {w}, {c}) (NHWC)",
+            None: f"(N, {h}, {w}, {c}) (NHWC) or (N, {c}, {h}, {w}) (NCHW)"}[layout]
+    raise PatchnetError(f"{what}: shape {tuple(a.shape)} does not match the model input: expected {want}")
 
 
 def _read_image(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
-    """An image as float32 HWC in [0, 1] with the model's H, W and channel count."""
+    """An image as float32 HWC in [0, 1] with the model's H, W and channel count (Pillow: RGB, or
+    grey for a one-channel model, resized bilinearly)."""
     _, h, w, c = input_shape
-    try:
-        from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    try:
         with Image.open(path) as im:
             img = np.asarray(im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR), np.float32) / 255.0
-    except ImportError:
-        import matplotlib.image as mpimg
-
-        img = np.asarray(mpimg.imread(path), np.float32)
-        img = img / 255.0 if img.max() > 1.0 else img
-        if img.shape[:2] != (h, w):
-            raise PatchnetError(f"{path}: image is {img.shape[:2]}, model wants {(h, w)} (install Pillow to resize)")
-        img = img[..., :3].mean(axis=-1) if c == 1 and img.ndim == 3 else img[..., :3] if img.ndim == 3 else img
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PatchnetError(f"{path}: cannot read the image ({why})") from None
     img = img.reshape(h, w, -1)
     if img.shape[2] != c:
-        raise PatchnetError(f"{path}: image has {img.shape[2]} channels, model wants {c}")
+        raise PatchnetError(f"{path}: image has {img.shape[2]} channels, the model wants {c}")
     return img

@@ -74,7 +74,7 @@ def test_patched_float_model_and_text_report(tmp_path, capsys):
     np.save(tmp_path / "x.npy", inputs[0])
     code, out, _ = run_cli(capsys, "run", str(tar), "--input", str(tmp_path / "x.npy"), "--check")
     lines = out.splitlines()
-    assert code == 0 and lines[-1] == "host reference: identical"
+    assert code == 0 and lines[-1] == "host int8 reference: identical"
     shown = [ln for ln in lines if ln.startswith("output '")]
     assert [ln.split(":")[0] for ln in shown] == ["output 't14' [1, 128, 3] int8", "output 't9' [1, 8, 8, 4] int8",
                                                   "output 't20' [1, 5] float32"]

@@ -6,6 +6,9 @@ Layout (after microTVM's Model Library Format), as a ``.tar``, ``.tar.gz`` / ``.
     codegen/host/src/NAME.c | NAME.h            plain C (NAME: letters, digits, _)
     codegen/host/include/NAME.h
     src/model.tflite | src/model.onnx           what was compiled (for the host reference)
+    src/graph.npz                               the int8 graph compiled, when no model file rebuilds it
+                                                (a float model quantized on calibration data, a graph
+                                                quantized in Python): the host reference (graph_file)
 
 An archive is untrusted input. :func:`read_archive` accepts only those members (every name
 checked against a strict pattern; regular files and folders only: no links, devices or FIFOs;
@@ -17,10 +20,12 @@ anything uses it. Names never reach a shell: the board build lists the sources i
 must be an earlier archive or folder of this format, holding nothing else.
 """
 
-from .layout import FORMAT, METADATA_VERSION, TARGET_BOARDS, member_kind
+from .graph_file import load_graph, save_graph
+from .layout import FORMAT, GRAPH_MEMBER, METADATA_VERSION, TARGET_BOARDS, member_kind
 from .read import read_archive
 from .schema import SCHEMA, declared_sizes, io_bytes, validate_metadata
 from .write import check_output, output_kind, write_archive
 
-__all__ = ["FORMAT", "METADATA_VERSION", "SCHEMA", "TARGET_BOARDS", "check_output", "declared_sizes", "io_bytes",
-           "member_kind", "output_kind", "read_archive", "validate_metadata", "write_archive"]
+__all__ = ["FORMAT", "GRAPH_MEMBER", "METADATA_VERSION", "SCHEMA", "TARGET_BOARDS", "check_output", "declared_sizes",
+           "io_bytes", "load_graph", "member_kind", "output_kind", "read_archive", "save_graph", "validate_metadata",
+           "write_archive"]

@@ -16,8 +16,9 @@ IO_ITEMSIZE = {"int8": 1, "float32": 4}  #: dtypes of inputs and outputs, bytes 
 IO_DTYPES = tuple(IO_ITEMSIZE)
 MAX_IO = 64  #: inputs (outputs) a model may have
 
+GRAPH_MEMBER = "src/graph.npz"  #: the int8 graph the C was built from, when no model file rebuilds it
 _NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
-_FILES = re.compile(rf"metadata\.json|src/model\.(tflite|onnx)|codegen/host/src/{_NAME}\.[ch]|"
+_FILES = re.compile(rf"metadata\.json|src/model\.(tflite|onnx)|src/graph\.npz|codegen/host/src/{_NAME}\.[ch]|"
                     rf"codegen/host/include/{_NAME}\.h")
 _DIRS = ("codegen", "codegen/host", "codegen/host/src", "codegen/host/include", "src")
 MAX_MEMBERS = 512

@@ -8,7 +8,16 @@ import math
 import os
 import re
 
-from .layout import FORMAT, IO_DTYPES, IO_ITEMSIZE, MAX_IO, METADATA_VERSION, READABLE_VERSIONS, TARGET_BOARDS
+from .layout import (
+    FORMAT,
+    GRAPH_MEMBER,
+    IO_DTYPES,
+    IO_ITEMSIZE,
+    MAX_IO,
+    METADATA_VERSION,
+    READABLE_VERSIONS,
+    TARGET_BOARDS,
+)
 
 
 def _int(lo: int = 0, hi: int = 1 << 40):
@@ -74,11 +83,29 @@ def _list_of(f, most: int = 1 << 16, least: int = 0):
     return check
 
 
+#: how a float model's activations were calibrated: "random" (seeded normal samples) or the file or
+#: folder the user passed (its name), and how many samples
+_CALIBRATION = _nullable(_obj({"source": _str, "samples": _int(1, 1 << 20)}))
+
+
 def _source(v, where):
-    if isinstance(v, dict) and "file" in v:
+    """What was compiled: a model file (``src/model.tflite`` / ``.onnx``), a built-in name, or an
+    int8 graph (``src/graph.npz``: a float model quantized on calibration data, or a graph quantized
+    in Python), with optional ``calibration``."""
+    if not isinstance(v, dict):
+        return [f"{where}: expected an object, got {_show(v)}"]
+    out = []
+    if "graph" in v and v["graph"] != GRAPH_MEMBER:
+        out.append(f"{where}.graph: expected {GRAPH_MEMBER}, got {_show(v['graph'])}")
+    if "calibration" in v:
+        out += _CALIBRATION(v["calibration"], f"{where}.calibration")
+    if "file" in v:
         ok = v["file"] in ("src/model.tflite", "src/model.onnx")
-        return [] if ok else [f"{where}.file: expected src/model.tflite or src/model.onnx, got {_show(v['file'])}"]
-    return _obj({"builtin": _str, "resolution": _nullable(_int(1, 1 << 16)), "width": _number_or_null})(v, where)
+        bad = f"{where}.file: expected src/model.tflite or src/model.onnx, got {_show(v['file'])}"
+        return out + ([] if ok else [bad])
+    if "graph" in v:
+        return out
+    return out + _obj({"builtin": _str, "resolution": _nullable(_int(1, 1 << 16)), "width": _number_or_null})(v, where)
 
 
 def _io_schema():
@@ -182,9 +209,10 @@ def check_declared_sizes(meta: dict, into: str) -> list[str]:
         elif declared[define] != n:
             out.append(f"metadata.{field}: {_amount(n)} {unit}, but model.h defines {define} "
                        f"{_amount(declared[define])}")
-    src = meta["source"].get("file")
-    if src and not os.path.isfile(os.path.join(into, src)):
-        out.append(f"metadata.source.file: {src} is not in the archive")
+    for key in ("file", "graph"):
+        src = meta["source"].get(key)
+        if src and not os.path.isfile(os.path.join(into, src)):
+            out.append(f"metadata.source.{key}: {src} is not in the archive")
     return out
 
 

@@ -28,5 +28,25 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("--width", type=float, help="width multiplier of a built-in architecture")
 
 
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """--calibration / --mean / --std: how a float (.onnx) model is quantized."""
+    p.add_argument("--calibration", metavar="PATH",
+                   help="float (.onnx) models: inputs to calibrate the int8 activations on: an .npy / .npz array "
+                        "(N, C, H, W) float32, preprocessed as the model expects, or a folder of images (PNG, JPEG, "
+                        "BMP; scaled to 0..1, resized to the input size, then --mean/--std); the first 64 are "
+                        "used. Default: 8 random inputs (a warning: fine for memory figures, not for accuracy)")
+    p.add_argument("--mean", type=_floats, metavar="M[,M,M]",
+                   help="with an image folder: per-channel mean subtracted from 0..1 pixels (e.g. 0.485,0.456,0.406)")
+    p.add_argument("--std", type=_floats, metavar="S[,S,S]",
+                   help="with an image folder: per-channel standard deviation to divide by (e.g. 0.229,0.224,0.225)")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
 def dump_json(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args
+from .common import add_calibration_args, add_model_args
 from .profile import parse_auto, parse_size
 
 
@@ -13,6 +13,7 @@ def add_parser(sub) -> None:
                        description="Emit self-contained C (one entry point, kernels, const weights, one static "
                                    "arena) for the int8 graph, optionally running the first blocks per patch.")
     add_model_args(p)
+    add_calibration_args(p)
     p.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
     p.add_argument("--board", default=None, help="board the archive is meant for (default: qemu-m4 / qemu-m7)")
     p.add_argument("--patches", metavar="P|auto", help="patch grid of the first blocks (1 = layer by layer)")
@@ -32,13 +33,17 @@ def drive_compile(args: argparse.Namespace) -> int:
     res = compile_model(args.model, args.output, target=args.target, board=board,
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
                         sram_bytes=parse_size("--sram", args.sram) if args.sram is not None else None,
-                        resolution=args.resolution, width=args.width, planner=args.planner)
+                        resolution=args.resolution, width=args.width, planner=args.planner,
+                        calibration=args.calibration, mean=args.mean, std=args.std)
     m = res.metadata
     how = "layer by layer" if not m["patch"] else (
         f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")
     print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B "
           f"({m['planner']}; liveness bound {m['arena_lower_bound_bytes']:,} B), weights {m['weight_bytes']:,} B, "
           f"{m['kernels']} kernels -> {res.path}")
+    cal = m["source"].get("calibration")
+    if cal and cal["source"] != "random":
+        print(f"quantized on {cal['samples']} calibration input(s) from {cal['source']}")
     if res.note:
         print(f"patches: {res.note}")
     return 0

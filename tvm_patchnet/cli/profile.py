@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import PatchnetError
 from ..fsutil import write_atomic
-from .common import add_model_args, dump_json
+from .common import add_calibration_args, add_model_args, dump_json
 
 
 def add_parser(sub) -> None:
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
                        description="Profile a model's int8 activation memory by the MCUNetV2 paper's rule "
                                    "(in-place depthwise and residual add) and the plain layer-by-layer rule.")
     add_model_args(p, optional=True)  # may be omitted with --list
+    add_calibration_args(p)
     p.add_argument("--patches", metavar="P|auto", help="run the first blocks on a P x P grid of patches")
     p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch (stem = block 0)")
     p.add_argument("--sram", metavar="SIZE", help="with auto: lowest MAC overhead whose peak fits SIZE (e.g. 256KB)")
@@ -36,7 +37,8 @@ def drive_profile(args: argparse.Namespace) -> int:
     sram = parse_size("--sram", args.sram) if args.sram is not None else None
     patches, split = parse_auto("--patches", args.patches), parse_auto("--split", args.split)
     report = profile_model(args.model, resolution=args.resolution, width=args.width,
-                           patches=patches, split=split, sram_bytes=sram)
+                           patches=patches, split=split, sram_bytes=sram, calibration=args.calibration,
+                           mean=args.mean, std=args.std)
     if args.plot:
         from ..analysis.plot import plot_blocks
 
@@ -70,7 +72,7 @@ def parse_auto(flag: str, text: str | None):
 
 
 def profile_model(model: str, resolution: int | None = None, width: float | None = None,
-                  patches=None, split=None, sram_bytes: int | None = None):
+                  patches=None, split=None, sram_bytes: int | None = None, calibration=None, mean=None, std=None):
     """Load ``model`` and return its :class:`~tvm_patchnet.analysis.profile.ProfileReport`.
 
     With ``patches``/``split`` (ints or "auto") the report's ``patch`` field holds the patch
@@ -80,7 +82,7 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
     from ..analysis.profile import profile
     from ..frontend import load_model
 
-    graph = load_model(model, resolution=resolution, width=width)
+    graph = load_model(model, resolution=resolution, width=width, calibration=calibration, mean=mean, std=std)
     report = profile(graph)
     if patches is None and split is None and sram_bytes is None:
         return report

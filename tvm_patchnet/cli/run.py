@@ -20,10 +20,14 @@ def add_parser(sub) -> None:
     p.add_argument("--memory-map", help="run on a QEMU board with a Nucleo's memory (e.g. nucleo-f412zg)")
     p.add_argument("--input", help="the model's input as .npy, or its inputs as .npz (keys: the input names, or "
                                    "arr_0, arr_1, ... in order), in their shapes and dtypes (int8 or float32); "
-                                   "default: seeded random")
+                                   "an ONNX model's int8 input also takes a float image in the model's NCHW layout, "
+                                   "quantized with the input's scale and zero point; default: seeded random")
     p.add_argument("--repeat", type=int, default=1, help="runs to average the count over")
     p.add_argument("--check", action="store_true", help="also run the host reference and compare every output "
                                                         "(bit for bit; float32: the exact same values)")
+    p.add_argument("--check-float", action="store_true",
+                   help="ONNX / PyTorch models: also run the float model on the host on the same input and compare "
+                        "the board's dequantized outputs with it (max |diff|, cosine, top-1 agreement)")
     p.add_argument("--profile", action="store_true",
                    help="per kernel call: its graph op(s), MACs, executed instructions (QEMU, exact) or cycles "
                         "(Nucleo), per MAC and share of the run (a profile build of the firmware)")
@@ -39,10 +43,13 @@ def drive_run(args: argparse.Namespace) -> int:
     from ..deploy import run_model
 
     x = _load_input(args.input) if args.input else None
+    if x is not None:
+        x = _quantize_float_input(args.archive, args.input, x)
     if args.repeat < 1:
         raise PatchnetError("--repeat must be >= 1")
     rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
-                    check=args.check, work_dir=args.keep_build, timeout=args.timeout, profile=args.profile)
+                    check=args.check, work_dir=args.keep_build, timeout=args.timeout, profile=args.profile,
+                    check_float=args.check_float)
     if args.json:
         print(json.dumps(rep.to_json()))
     else:
@@ -68,12 +75,24 @@ def drive_run(args: argparse.Namespace) -> int:
         if rep.profile is not None:
             print_profile(rep)
         if rep.reference_match is not None:
-            print("host reference: " + ("identical" if rep.reference_match else
-                                        f"MISMATCH in {', '.join(repr(n) for n in rep.mismatches)}"))
+            print("host int8 reference: " + ("identical" if rep.reference_match else
+                                             f"MISMATCH in {', '.join(repr(n) for n in rep.mismatches)}"))
+        if rep.float_reference is not None:
+            rows = rep.float_reference["outputs"]
+            for r in rows:
+                which = f" '{r['name']}'" if len(rows) > 1 else ""
+                print(f"float reference{which}: {format_float_check(r)}")
     if rep.reference_match is False:
         raise PatchnetError(f"output mismatch: the board's output(s) {', '.join(repr(n) for n in rep.mismatches)} "
                             "differ from the host reference")
     return 0
+
+
+def format_float_check(r: dict) -> str:
+    """'max |diff| X (Y% of the output range), cosine C, top-1 agreement A' of one output."""
+    rel = f" ({100 * r['max_abs_diff'] / r['output_range']:.2f}% of the output range)" if r["output_range"] else ""
+    top1 = "n/a (one value per row)" if r["top1_agreement"] is None else f"{100 * r['top1_agreement']:.0f}%"
+    return f"max |diff| {r['max_abs_diff']:.6g}{rel}, cosine {r['cosine']:.6f}, top-1 agreement {top1}"
 
 
 def print_profile(rep) -> None:
@@ -100,6 +119,35 @@ def print_profile(rep) -> None:
     print(line(head))
     for r in rows:
         print(line(r))
+
+
+def _quantize_float_input(archive: str, path: str, x):
+    """A float32 image for an ONNX model's int8 input, in the ONNX model's own NCHW layout (or
+    NHWC), quantized with the input's scale and zero point as ``tvm_patchnet.ptq.quantize_input``
+    does; anything else is returned as given (``run_model`` checks shapes and dtypes)."""
+    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
+        return x
+    import tempfile
+
+    from ..archive import read_archive
+
+    with tempfile.TemporaryDirectory(prefix="patchnet-input-") as tmp:
+        meta = read_archive(archive, tmp)
+    if meta["source"].get("file") != "src/model.onnx" or len(meta["inputs"]) != 1:
+        return x
+    e = meta["inputs"][0]
+    if e["dtype"] != "int8" or e["scale"] is None or len(e["shape"]) != 4:
+        return x
+    n, h, w, c = e["shape"]
+    if x.shape == (n, c, h, w):
+        x = x.transpose(0, 2, 3, 1)
+    elif x.shape != (n, h, w, c):
+        raise PatchnetError(f"{path}: float input of shape {list(x.shape)}; the model takes {[n, c, h, w]} float "
+                            f"(NCHW, quantized here) or {[n, h, w, c]} int8")
+    if not np.isfinite(x).all():
+        raise PatchnetError(f"{path}: the float input holds NaN or infinite values")
+    v = x.astype(np.float64) / e["scale"]
+    return np.clip(np.sign(v) * np.floor(np.abs(v) + 0.5) + e["zero_point"], -128, 127).astype(np.int8)
 
 
 def _load_input(path: str):
