@@ -54,7 +54,7 @@ class CompileResult:
     note: str | None = None
 
 
-def compile_model(model: str | Graph, out_path: str, target: str = "cortex-m4", board: str = "qemu-m4",
+def compile_model(model: str | Graph, out_path: str, target: str | None = None, board: str | None = None,
                   patches=None, split=None, sram_bytes: int | None = None, resolution: int | None = None,
                   width: float | None = None, planner: str = "greedy", calibration=None,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
@@ -70,15 +70,13 @@ def compile_model(model: str | Graph, out_path: str, target: str = "cortex-m4", 
     ``patches``/``split``: ints, "auto", or None for layer-by-layer execution. With only
     ``sram_bytes`` the cheapest setting that fits is chosen (layer by layer if that fits).
     ``planner`` places the arena: ``greedy`` (by size) or ``milp`` (exact where it can).
+    ``board`` implies its ``target`` (None: the board's core, or cortex-m4); ``target`` alone
+    implies its QEMU board; a board of another core is a one-line error.
     ``out_path`` must be new, an empty folder or an earlier output (nothing else is replaced);
     the archive appears whole or not at all. Raises DoesNotFit when the arena (with the
     minimum stack) or the weights exceed ``board``'s SRAM or flash.
     """
-    if target not in TARGET_BOARDS:
-        raise PatchnetError(f"unknown target '{target}'; known: {', '.join(TARGET_BOARDS)}")
-    if board not in TARGET_BOARDS[target]:
-        raise PatchnetError(f"board '{board}' is not a {target} board; {target} boards: "
-                            f"{', '.join(TARGET_BOARDS[target])}")
+    target, board = resolve_target_board(target, board)
     check_output(out_path)  # before minutes of work, not after
     if isinstance(model, Graph):
         if resolution is not None or width is not None or calibration is not None or mean is not None \
@@ -96,7 +94,7 @@ def compile_model(model: str | Graph, out_path: str, target: str = "cortex-m4", 
                             f"not {type(model).__name__}")
     from .patch.search import resolve
 
-    chosen = resolve(graph, patches, split, sram_bytes)
+    chosen = resolve(graph, patches, split, sram_bytes, planner)
     plan = chosen.plan
     from .analysis.profile import profile
     from .codegen import emit_c
@@ -105,7 +103,8 @@ def compile_model(model: str | Graph, out_path: str, target: str = "cortex-m4", 
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
         info = emit_c(graph, src, plan, planner, target)
-        _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes)
+        _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes,
+                         hint=_hint_spec(model, resolution, width, calibration, mean, std, board), planner=planner)
         inc = os.path.join(tmp, "codegen", "host", "include")
         os.makedirs(inc)
         for f in os.listdir(src):
@@ -153,23 +152,68 @@ def _calls(graph, plan, info) -> list[dict]:
     return out
 
 
-def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int) -> None:
+def resolve_target_board(target: str | None, board: str | None) -> tuple[str, str]:
+    """(target, board): the board implies its core, the core alone its QEMU board (default
+    cortex-m4 / qemu-m4); unknown names (with a close match) and contradictions are one line."""
+    boards = {b: t for t, bs in TARGET_BOARDS.items() for b in bs}
+    if target is not None and target not in TARGET_BOARDS:
+        raise PatchnetError(f"unknown target '{target}'{did_you_mean(target, TARGET_BOARDS)}; known: "
+                            f"{', '.join(TARGET_BOARDS)}")
+    if board is not None and board not in boards:
+        raise PatchnetError(f"unknown board '{board}'{did_you_mean(board, boards)}; known: {', '.join(boards)}")
+    if board is None:
+        target = target or "cortex-m4"
+        return target, TARGET_BOARDS[target][0]
+    if target is not None and boards[board] != target:
+        raise PatchnetError(f"board '{board}' is a {boards[board]} board, not {target}: omit --target or choose "
+                            f"one of the {target} boards ({', '.join(TARGET_BOARDS[target])})")
+    return boards[board], board
+
+
+def did_you_mean(name: str, known) -> str:
+    """' (did you mean 'x'?)' for the closest of ``known`` (difflib), or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name).strip().lower(), list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _hint_spec(model, resolution, width, calibration, mean, std, board: str) -> list[str] | None:
+    """The user's own model spec and flags as ``patchnet compile`` arguments (None: a Graph from
+    Python, which no command rebuilds)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    args = [str(model)]
+    for flag, v in (("--resolution", resolution), ("--width", width), ("--calibration", calibration)):
+        if v is not None:
+            args += [flag, str(v)]
+    for flag, v in (("--mean", mean), ("--std", std)):
+        if v is not None:
+            args += [flag, ",".join(repr(float(x)) for x in np.atleast_1d(v))]
+    return args + ["--board", board]  # the board implies its target
+
+
+def _check_board_fit(graph, board: str, arena_bytes: int, weight_bytes: int, hint: list[str] | None = None,
+                     planner: str = "greedy") -> None:
     """What is certain before any build: the arena plus the minimum stack must fit the board's
-    SRAM, the weights its flash (the link adds the firmware's own bytes; ``run`` checks those)."""
+    SRAM, the weights its flash (the link adds the firmware's own bytes; ``run`` checks those).
+    ``hint``: the user's model spec and flags (:func:`_hint_spec`) for the setting to try."""
     from microtvm_projects.project_api import board_budgets
 
     from .micro import DoesNotFit
 
     budgets = board_budgets(board)
     excess = arena_bytes + STACK_MIN_BYTES - budgets["RAM"]
+    flash_excess = weight_bytes - budgets["FLASH"]
+    if flash_excess > 0:  # patches do not shrink the weights: no patch setting to suggest
+        sram = (f"; the arena ({arena_bytes:,} B) + {STACK_MIN_BYTES:,} B minimum stack also exceed its "
+                f"{budgets['RAM']:,} B of SRAM by {excess:,} B" if excess > 0 else "")
+        raise DoesNotFit(f"{board}: does not fit: the weights ({weight_bytes:,} B) exceed the {budgets['FLASH']:,} B "
+                         f"of flash by {flash_excess:,} B{sram}", max(excess, 0), flash_excess)
     if excess > 0:
         raise DoesNotFit(f"{board}: does not fit: the arena ({arena_bytes:,} B) + {STACK_MIN_BYTES:,} B minimum stack "
                          f"exceed the {budgets['RAM']:,} B of SRAM by {excess:,} B"
-                         f"{_fit_hint(graph, arena_bytes - excess)}", excess)
-    if weight_bytes > budgets["FLASH"]:
-        excess = weight_bytes - budgets["FLASH"]
-        raise DoesNotFit(f"{board}: does not fit: the weights ({weight_bytes:,} B) exceed the {budgets['FLASH']:,} B "
-                         f"of flash by {excess:,} B", 0, excess)
+                         f"{_fit_hint(graph, arena_bytes - excess, hint, planner)}", excess)
 
 
 def _io(graph, name: str) -> dict:
@@ -486,20 +530,32 @@ def _keep_log(log_path: str, work_dir: str | None) -> str:
     return kept
 
 
-def _fit_hint(graph, target: int) -> str:
-    """'; try ...': the patch setting the planner expects to bring the arena under ``target`` B."""
+def _fit_hint(graph, target: int, spec: list[str] | None = None, planner: str = "greedy") -> str:
+    """'; try ...': a setting whose deployable arena (what ``compile`` places, checked here by
+    the memory plan) fits ``target`` B, as a ``patchnet compile`` command on the user's own model
+    spec and flags (``spec``: :func:`_hint_spec`); without one, the flags to recompile with. The
+    setting that failed never fits ``target``, so it is never suggested."""
     if target <= 0:
         return ""
-    from .patch.search import choose_plan
+    from .patch.search import resolve
 
     try:
-        plan = choose_plan(graph, sram_bytes=target)
+        chosen = resolve(graph, "auto", "auto", target + STACK_MIN_BYTES, planner)
     except PatchnetError:
-        return "; no patch setting brings the activations under the remaining SRAM"
-    if plan is None:
+        return "; no patch setting brings the arena under the remaining SRAM"
+    if chosen.arena_bytes is None or chosen.arena_bytes > target:
         return ""
-    return (f"; try 'patchnet compile {graph.name} --patches {plan.patches} --split {plan.split}' "
-            f"(planner peak {plan.peak_bytes:,} B <= {target:,} B)")
+    plan = chosen.plan
+    flags = [] if plan is None else ["--patches", str(plan.patches), "--split", str(plan.split)]
+    what = (f"(arena {chosen.arena_bytes:,} B <= {target:,} B, whole input in SRAM"
+            + ("" if plan is None else f"; +{100 * plan.mac_overhead:.1f}% MACs") + ")")
+    if spec is None:
+        how = "layer by layer (no --patches)" if plan is None else f"'{' '.join(flags)}'"
+        return f"; recompile the model with {how} {what}"
+    import shlex
+
+    model, board = spec[:-2], spec[-2:]  # the setting before --board, as users write it
+    return f"; try '{shlex.join(['patchnet', 'compile', *model, *flags, *board])}' {what}"
 
 
 def _source_graph(meta: dict, model_dir: str):

@@ -73,8 +73,9 @@ def test_run_on_emulated_cortex_m4_matches_the_host(kws_tar, capsys, tmp_path):
 
 
 def test_compile_errors(capsys, tmp_path):
-    assert "is not a cortex-m4 board" in _one_line_error(capsys, "compile", "mbv2-w0.35-r144", "--board",
-                                                         "nucleo-h743zi", "-o", str(tmp_path / "m.tar"))
+    assert "is a cortex-m7 board, not cortex-m4" in _one_line_error(capsys, "compile", "mbv2-w0.35-r144", "--board",
+                                                                    "nucleo-h743zi", "--target", "cortex-m4",
+                                                                    "-o", str(tmp_path / "m.tar"))
     assert not (tmp_path / "m.tar").exists()
     assert "go together" in _one_line_error(capsys, "compile", model_path(KWS), "--patches", "2",
                                             "-o", str(tmp_path / "m.tar"))
@@ -94,4 +95,4 @@ def test_layer_by_layer_mbv2_does_not_fit_an_f412_and_says_what_would(capsys, tm
     tar = tmp_path / "mbv2.tar"
     assert run_cli(capsys, "compile", "mbv2-w0.35-r144", "-o", str(tar))[0] == 0
     line = _one_line_error(capsys, "run", str(tar), "--memory-map", "nucleo-f412zg")
-    assert "does not fit" in line and "262,144 B of SRAM by" in line and "try 'patchnet compile" in line
+    assert "does not fit" in line and "262,144 B of SRAM by" in line and "recompile the model with '--patches" in line

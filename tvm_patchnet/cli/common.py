@@ -21,6 +21,45 @@ def byte_size(text: str) -> int:
     return n
 
 
+def _boards() -> dict[str, str]:
+    from ..archive.layout import TARGET_BOARDS
+
+    return {b: t for t, bs in TARGET_BOARDS.items() for b in bs}
+
+
+TARGETS = ("cortex-m4", "cortex-m7")
+BOARDS = tuple(_boards())
+#: boards whose memory a QEMU board can take (``--memory-map``)
+MEMORY_MAPS = tuple(b for b in BOARDS if b.startswith("nucleo-"))
+
+
+def choice(kind: str, names) -> callable:
+    """An argparse ``type`` that accepts one of ``names`` and says "did you mean" otherwise (used
+    with ``choices=names``, which lists them in the help)."""
+    import difflib
+
+    def check(text: str) -> str:
+        if text in names:
+            return text
+        close = difflib.get_close_matches(text.strip().lower(), list(names), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise argparse.ArgumentTypeError(f"unknown {kind} '{text}'{hint}; choose from {', '.join(names)}")
+
+    check.__name__ = kind
+    return check
+
+
+def add_board_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--board", type=choice("board", BOARDS), choices=BOARDS, metavar="BOARD",
+                   help=f"{help} (one of: {', '.join(BOARDS)})")
+
+
+def add_memory_map_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-map", type=choice("memory map", MEMORY_MAPS), choices=MEMORY_MAPS, metavar="BOARD",
+                   help="QEMU boards: link and run with a Nucleo's SRAM and flash sizes (one of: "
+                        f"{', '.join(MEMORY_MAPS)})")
+
+
 def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("model", nargs="?" if optional else None, help="a .tflite (int8) or .onnx file, or a built-in architecture name "
                                  "(see 'patchnet profile --list')")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_calibration_args, add_model_args
+from .common import TARGETS, add_board_arg, add_calibration_args, add_model_args, choice
 from .profile import parse_auto, parse_size
 
 
@@ -14,11 +14,15 @@ def add_parser(sub) -> None:
                                    "arena) for the int8 graph, optionally running the first blocks per patch.")
     add_model_args(p)
     add_calibration_args(p)
-    p.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
-    p.add_argument("--board", default=None, help="board the archive is meant for (default: qemu-m4 / qemu-m7)")
+    p.add_argument("--target", type=choice("target", TARGETS), choices=TARGETS, metavar="TARGET",
+                   help=f"CPU core (one of: {', '.join(TARGETS)}; default: the board's, else cortex-m4)")
+    add_board_arg(p, "board the archive is meant for; implies its --target, whose memory is checked "
+                     "(default: qemu-m4, or qemu-m7 with --target cortex-m7)")
     p.add_argument("--patches", metavar="P|auto", help="patch grid of the first blocks (1 = layer by layer)")
     p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch")
-    p.add_argument("--sram", metavar="SIZE", help="pick the cheapest patch setting whose peak fits SIZE")
+    p.add_argument("--sram", metavar="SIZE",
+                   help="pick the cheapest patch setting whose arena (as compiled, the whole input in SRAM) "
+                        "+ 4 KB minimum stack fits SIZE (e.g. 256KB); layer by layer if that fits")
     p.add_argument("--planner", default="greedy", choices=["greedy", "milp"],
                    help="arena placement: greedy by size, or exact (MILP) where the graph is small enough")
     p.add_argument("-o", "--output", default="model.tar",
@@ -29,8 +33,7 @@ def add_parser(sub) -> None:
 def drive_compile(args: argparse.Namespace) -> int:
     from ..deploy import compile_model
 
-    board = args.board or ("qemu-m4" if args.target == "cortex-m4" else "qemu-m7")
-    res = compile_model(args.model, args.output, target=args.target, board=board,
+    res = compile_model(args.model, args.output, target=args.target, board=args.board,
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
                         sram_bytes=parse_size("--sram", args.sram) if args.sram is not None else None,
                         resolution=args.resolution, width=args.width, planner=args.planner,

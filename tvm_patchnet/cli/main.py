@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="patchnet",
         description="MCUNetV2 patch-based inference on Apache TVM: analyse, patch, compile and run int8 CNNs.",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"patchnet {__version__}",
+                        help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     add_calibration_args(p)
     p.add_argument("--patches", metavar="P|auto", help="run the first blocks on a P x P grid of patches")
     p.add_argument("--split", metavar="N|auto", help="number of leading blocks run per patch (stem = block 0)")
-    p.add_argument("--sram", metavar="SIZE", help="with auto: lowest MAC overhead whose peak fits SIZE (e.g. 256KB)")
+    p.add_argument("--sram", metavar="SIZE", help="pick the lowest MAC overhead whose deployable arena (what 'compile' places, the whole "
+                        "input in SRAM) + 4 KB minimum stack fits SIZE (e.g. 256KB); layer by layer if that fits")
     p.add_argument("--json", action="store_true", help="print the stable JSON report instead of tables")
     p.add_argument("--plot", metavar="FILE.png", help="draw per-block peak memory bars (the paper's Figure 1)")
     p.add_argument("--budget", default="256KB", help="SRAM line drawn on the plot (default 256KB)")
@@ -93,10 +94,12 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
     report.patch = plan.to_json() if plan else {"patches": 1, "split": 0, "peak_bytes": report.peak_bytes,
                                                   "mac_overhead": 0.0, "note": chosen.note or "layer by layer"}
     if plan:
-        from ..memory import plan_memory
+        from ..patch.search import deployable_arena
 
         # what `patchnet compile` places: the input arrives whole, so it stays in SRAM per tile
-        report.patch["arena_bytes_whole_input"] = plan_memory(graph, plan, input_mode="full").arena_bytes
+        report.patch["arena_bytes_whole_input"] = chosen.arena_bytes or deployable_arena(graph, plan)
+        if chosen.note:
+            report.patch["note"] = chosen.note
     return report
 
 
@@ -154,8 +157,9 @@ def _patch_lines(p: dict | None) -> list[str]:
         f"{p['memory_reduction']:.1f}x below {p['per_layer_peak_bytes']:,} B"),
         (f"  MAC overhead          stage +{100 * p['stage_mac_overhead']:.1f}%, overall +{100 * p['mac_overhead']:.1f}% "
         f"({p['total_macs_patched']:,} MACs)"),
-        (f"  deployed arena        {p['arena_bytes_whole_input']:>12,} B  ({_kb(p['arena_bytes_whole_input'])} kB) "
-         "with the whole input in SRAM (what 'patchnet compile' places)"),
+        (f"  deployable arena      {p['arena_bytes_whole_input']:>12,} B  ({_kb(p['arena_bytes_whole_input'])} kB) "
+         "with the whole input in SRAM (what 'patchnet compile' places; --sram and auto judge by it)"),
+        *([f"  chosen: {p['note']}"] if p.get("note") else []),
     ]
 
 

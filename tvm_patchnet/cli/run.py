@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 
 from ..errors import PatchnetError
+from .common import add_board_arg, add_memory_map_arg
 
 
 def add_parser(sub) -> None:
@@ -16,8 +17,8 @@ def add_parser(sub) -> None:
                        description="Build the board project, run over the serial RPC, report output, latency "
                                    "(QEMU: executed instructions; Nucleo: cycles and ms), SRAM and flash.")
     p.add_argument("archive", help="a model.tar (or directory) from 'patchnet compile'")
-    p.add_argument("--board", help="board to run on (default: the one compiled for)")
-    p.add_argument("--memory-map", help="run on a QEMU board with a Nucleo's memory (e.g. nucleo-f412zg)")
+    add_board_arg(p, "board to run on (default: the one compiled for)")
+    add_memory_map_arg(p)
     p.add_argument("--input", help="the model's input as .npy, or its inputs as .npz (keys: the input names, or "
                                    "arr_0, arr_1, ... in order), in their shapes and dtypes (int8 or float32); "
                                    "an ONNX model's int8 input also takes a float image in the model's NCHW layout, "

@@ -69,6 +69,7 @@ def _import(spec: str, resolution, width, calibration, seed: int, mean, std, war
         float_graph = import_onnx(spec)
         data, info = _calibration(spec, float_graph, calibration, seed, mean, std, warn)
         g = quantize(float_graph, data, num_samples=len(data))
+        g.name = os.path.splitext(os.path.basename(spec))[0]  # as a TFLite model is: not the exporter's graph name
         g.meta["calibration"] = info
         return g
     if os.path.exists(spec) or os.path.sep in spec or ext in (".pb", ".h5", ".pt", ".pth", ".keras", ".tf"):

@@ -75,5 +75,9 @@ def get_architecture(name: str, resolution: int | None = None, width: float | No
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in _ARCHS:
-        raise PatchnetError(f"unknown architecture '{name}'; known: {', '.join(list_architectures())}")
+        import difflib
+
+        close = difflib.get_close_matches(key, [*_ARCHS, *_ALIASES], n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise PatchnetError(f"unknown architecture '{name}'{hint}; known: {', '.join(list_architectures())}")
     return _ARCHS[key](resolution, width, seed)
