@@ -94,11 +94,12 @@ def test_vww_patched_stage_bit_exact(tmp_path):
         np.testing.assert_array_equal(run_c(compile_c(out), graph, x)[0], run_graph(graph, [x])[0])
     stage = info.kernels["tvmgen_default_patch_stage"]
     # the per-patch buffers are views of the arena (ws) at the memory plan's offsets, each the
-    # size of its allocation; the C holds only scalar arrays
+    # size of its allocation; the C holds only scalars and small register tiles (under 1 KiB:
+    # packed weights, an im2col of one pixel tile), never a feature map
     placed = {(a.offset, a.size) for a in info.memory.allocations}
     assert stage.workspace and set(stage.workspace.values()) <= placed
     assert stage.prototype.endswith("uint8_t* ws);") and info.calls[0] == stage.name
-    assert set(re.findall(r"\w+\[(\d+)\];", stage.source)) == {"1"}
+    assert all(int(n) <= 1000 for n in re.findall(r"\w+\[(\d+)\];", stage.source))
     assert sum(b for _, b in stage.workspace.values()) == plan.workspace_bytes
     check_cortex_m4(out)
 

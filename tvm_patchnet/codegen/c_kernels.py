@@ -188,12 +188,19 @@ def accumulate_kernel(graph: Graph, conv: Op, add: Op, schedules=None) -> Kernel
     return KernelFunc(_init_outside_reductions(sch), [*cl.args, skip, add.outputs[0]])
 
 
-def stage_kernel(graph: Graph, plan: PatchPlan) -> tuple[KernelFunc, dict[str, str]]:
+def stage_kernel(graph: Graph, plan: PatchPlan, schedules=None) -> tuple[KernelFunc, dict[str, str]]:
     """The patch stage PrimFunc of ``plan`` (already scheduled patch by patch) and what each of
-    its buffers holds (TIR buffer name -> patch-graph tensor, see ``PatchedStage.buffers``)."""
-    stage = build_stage(graph, plan)
-    func = _init_outside_reductions(s_tir.Schedule(stage.func))
-    return KernelFunc(func, [plan.stage_input, *stage.consts, plan.stage_output]), stage.buffers
+    its buffers holds (TIR buffer name -> patch-graph tensor, see ``PatchedStage.buffers``).
+    ``schedules``: as ``op_kernel``; with them the stage's ops take their fast forms where they
+    apply (:mod:`tvm_patchnet.schedules.stage`), the micro-kernels in ``KernelFunc.preamble``."""
+    stage = build_stage(graph, plan, fast=schedules is not None)
+    if stage.preamble:  # fast forms: their tensorized accumulators have no init left
+        from ..schedules.stage import init_outside_reductions
+
+        func = init_outside_reductions(s_tir.Schedule(stage.func))
+    else:
+        func = _init_outside_reductions(s_tir.Schedule(stage.func))
+    return KernelFunc(func, [plan.stage_input, *stage.consts, plan.stage_output], stage.preamble), stage.buffers
 
 
 def _intermediates_in_registers(sch: s_tir.Schedule) -> None:

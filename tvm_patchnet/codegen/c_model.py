@@ -168,9 +168,9 @@ def _steps(graph: Graph, plan: PatchPlan | None, sched: schedules.Schedules) -> 
     for i, op in enumerate(graph.ops):
         if i in stage:
             if i == min(stage):
-                kf, buffers = stage_kernel(graph, plan)
+                kf, buffers = stage_kernel(graph, plan, sched)
                 steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage", stage_buffers=buffers,
-                                   ops=sorted(stage)))
+                                   preamble=kf.preamble, ops=sorted(stage)))
             continue
         if op.kind == "reshape" or i in fused_add:
             continue

@@ -19,6 +19,12 @@ below a buffer's origin. The stage input is read in place, full size, in its own
 input reaches the NHWC ops through its TRANSPOSE, which gathers each tile's rows and columns.
 Lowering then compacts every intermediate to its per-patch region; the sizes it allocates are
 the planner's ``patch_shapes`` (tests read them back from the lowered TIR).
+
+``fast=True`` (the C code generator's stage): ops with a Cortex-M fast form
+(:mod:`tvm_patchnet.schedules.stage`: depthwise convs, convs as SMLAD GEMMs, a conv with the
+residual add it accumulates into) use it instead of steps 3-4's plain kernel, with the same
+index expressions, hence the same buffers; their C calls the micro-kernels of
+``PatchedStage.preamble``. Without it (the Relax pass, the host build) every op is plain.
 """
 
 from __future__ import annotations
@@ -46,23 +52,51 @@ class PatchedStage:
     #: TIR buffer name -> the patch-graph tensor it holds (``<out>#tile``: an uneven tile's
     #: buffer, ``<out>#scratch``: an in-place depthwise conv's channel plane)
     buffers: dict[str, str]
+    #: C definitions (``static inline`` micro-kernels) the fast forms call (``fast=True``)
+    preamble: tuple[str, ...] = ()
 
 
-def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> PatchedStage:
-    """Compose the TE kernels of ``plan``'s stage and schedule them patch by patch."""
+def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage", fast: bool = False) -> PatchedStage:
+    """Compose the TE kernels of ``plan``'s stage and schedule them patch by patch. ``fast``: the
+    Cortex-M fast forms where they apply (:mod:`tvm_patchnet.schedules.stage`; their C calls the
+    micro-kernels of ``PatchedStage.preamble``, so only for the C code generator)."""
     x = graph.t(plan.stage_input)
     env = {plan.stage_input: te.placeholder(x.shape, x.dtype, name="stage_input")}
     const_phs, consts, op_names = [], [], []
     frame = Frame({**plan.margins, **_tile_padding(graph, plan)}, plan.fills)
+    live = analyze(patch_graph(graph, plan), in_place=True)  # the planner's and the memory plan's
+    ops = [graph.ops[i] for i in plan.stage_ops]
+    in_place_dw = {ops[k].name for k in live.scratch}
+    fast_ops, fast_consts, covered = {}, {}, set()
     for i in plan.stage_ops:
         op = graph.ops[i]
-        low = lower_op(graph, op, frame)
+        if op.name in covered:  # a residual add computed by its conv's fast form
+            continue
+        fk = None
+        if fast:
+            from ..schedules.stage import fast_op
+
+            add = next((o for o in ops if op.outputs[0] in o.inputs), None) \
+                if op.outputs[0] in live.accumulate else None
+            last = (add or op).name == ops[-1].name
+            yn = (add or op).outputs[0]
+            cols = plan.tile_hw[1] if last else plan.patch_shapes[yn][2]
+            starts = [t.regions[yn].c0 + frame.margin(yn)[1] for t in plan.tiles]
+            fk = fast_op(graph, op, frame, plan.stage_input, op.name in in_place_dw, starts, cols, last, add)
+        low = lower_op(graph, op, frame) if fk is None else fk
+        if fk is not None:
+            fast_ops[fk.name] = fk
+            fast_consts[fk.name] = []
+            covered.update(fk.ops)
+            op = graph.ops[i] if fk.name == op.name else add
         args = []
         for a in low.args:
             if isinstance(a, str):
                 args.append(env[a])
             else:
                 ph = te.placeholder(a.shape, str(a.dtype), name=f"{low.name}_c{len(const_phs)}")
+                if fk is not None:
+                    fast_consts[fk.name].append(ph.name)
                 const_phs.append(ph)
                 consts.append(np.ascontiguousarray(a))
                 args.append(ph)
@@ -78,17 +112,23 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage") -> Pat
         op_names.append(out.op.name)
     func = te.create_prim_func([env[plan.stage_input], *const_phs, out]).with_attr("global_symbol", name)
     sch = s_tir.Schedule(func)
-    live = analyze(patch_graph(graph, plan), in_place=True)  # the planner's and the memory plan's
-    ops = [graph.ops[i] for i in plan.stage_ops]
+    for fk in fast_ops.values():
+        if fk.prepare is not None:
+            fk.prepare(sch)
     consumers = {op.outputs[0]: [o for o in ops if op.outputs[0] in o.inputs] for op in ops}
     # accumulated conv -> the add it is inlined into
     fused = {op.name: consumers[op.outputs[0]][0].name for op in ops if op.outputs[0] in live.accumulate}
-    planes = _schedule(sch, op_names, plan.patches, {ops[k].name for k in live.scratch}, fused)
+    fast_schedules = {n: (lambda s, b, f=f: f.schedule(s, b, fast_consts[f.name])) for n, f in fast_ops.items()}
+    planes = _schedule(sch, op_names, plan.patches, in_place_dw, fused, fast_schedules)
+    for fk in fast_ops.values():
+        if fk.finish is not None:
+            fk.finish(sch)
+    preamble = list(dict.fromkeys(p for f in fast_ops.values() for p in f.preamble))  # known once scheduled
     buffers = {op.name: op.outputs[0] for op in ops if op.name not in fused}
     if plan.tile_buffer:
         buffers[ops[-1].name] = plan.stage_output + "#tile"
     buffers.update({plane: buffers[op_name] + "#scratch" for op_name, plane in planes.items()})
-    return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name, buffers)
+    return PatchedStage(sch.mod["main"].with_attr("global_symbol", name), consts, name, buffers, tuple(preamble))
 
 
 def _tile_padding(graph: Graph, plan: PatchPlan) -> dict[str, tuple[int, int, int, int]]:
@@ -101,9 +141,11 @@ def _tile_padding(graph: Graph, plan: PatchPlan) -> dict[str, tuple[int, int, in
 
 
 def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int, in_place_dw: set[str],
-              fused: dict[str, str]) -> dict[str, str]:
+              fused: dict[str, str], fast: dict | None = None) -> dict[str, str]:
     """Schedule the stage (see the module docstring); returns the plane buffer of each in-place
-    depthwise op (op name -> TIR buffer name)."""
+    depthwise op (op name -> TIR buffer name). ``fast[name](sch, block)``: the schedule of a fast
+    form, once its output block is computed at the tile loop (returns its plane, or None)."""
+    fast = fast or {}
     all_names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     out = sch.get_sblock(op_names[-1])
     b, i, j, c = sch.get_loops(out)
@@ -118,6 +160,11 @@ def _schedule(sch: s_tir.Schedule, op_names: list[str], patches: int, in_place_d
             main = sch.get_sblock(fused[name])
         elif k != len(op_names) - 1:
             sch.compute_at(main, jo, preserve_unit_loops=True)
+        if name in fast:
+            plane = fast[name](sch, main)
+            if plane is not None:
+                planes[name] = plane
+            continue
         if name in in_place_dw:  # channel outermost: one input channel plane at a time
             _, oi, oj, oc = sch.get_loops(main)[-4:]
             sch.reorder(oc, oi, oj)

@@ -135,14 +135,16 @@ def geometry(graph, op, in_hw=None) -> Geometry:
 
 
 def depthwise_compute(src, wt, bt, mt, et, rt, geo: Geometry, name: str, multiplier: int = 1,
-                      src_index=None):
+                      src_index=None, out_valid=None, fill: int = 0):
     """TE of the fast form: one block, the window unrolled in the expression (its accumulator is
     a register of that block, so the block can be partitioned into border / interior loops).
     ``src`` is read as ``src_index(p, q, c_in)`` (default: NHWC ``src[0, p, q, c_in]``) over
     ``geo.in_hw``; ``wt`` [C, kh * kw] int8, ``bt``, ``mt``, ``et``, ``rt`` the :class:`DwConsts`.
     The weights are first packed (block ``name + "_wpack"``: ``2 * w`` of taps 2k and 2k + 1 in the
     low and high int16 halves of word k; the block accumulates ``2 * acc``, see
-    :data:`PREAMBLE_C`). Returns the int8 output [1, oh, ow, C]."""
+    :data:`PREAMBLE_C`). ``out_valid(i, j)``: a condition (or None) under which output (i, j) is
+    computed; elsewhere it is ``fill`` (inside a patch stage: the frame's margins, see
+    ``kernels/frame.py``). Returns the int8 output [1, oh, ow, C]."""
     (kh, kw), (sh, sw), (dh, dw), (top, left) = geo.kernel, geo.strides, geo.dilation, geo.before
     (h, w), (oh, ow) = geo.in_hw, geo.out_hw
     rows, cols = geo.guards(0), geo.guards(1)
@@ -173,7 +175,9 @@ def depthwise_compute(src, wt, bt, mt, et, rt, geo: Geometry, name: str, multipl
         for r in range(kh):
             for s in range(kw):
                 acc = tap(acc, i, j, c, r, s)
-        return requant_fast(acc, mt[c], et[c], rt[c], lo, hi)
+        value = requant_fast(acc, mt[c], et[c], rt[c], lo, hi)
+        cond = out_valid(i, j) if out_valid is not None else None
+        return value if cond is None else tirx.if_then_else(cond, value, const(fill, "int8"))
 
     return te.compute((1, oh, ow, oc), out, name=name)
 
