@@ -332,7 +332,10 @@ class RunReport:
             d["profile"] = [{**asdict(k), "per_mac": k.per_mac(), "share": k.count / self.count if self.count else None}
                             for k in self.profile]
         d["instructions" if self.counter == "instructions" else "cycles"] = self.count
-        if self.counter != "instructions":
+        if self.counter == "instructions":
+            # QEMU's clock is nominal: instructions are not cycles, so no clock invites converting
+            del d["cpu_hz"]
+        else:
             d["milliseconds"] = 1e3 * self.count / self.cpu_hz if self.cpu_hz else None
         return d
 

@@ -62,6 +62,7 @@ def test_run_on_emulated_cortex_m4_matches_the_host(kws_tar, capsys, tmp_path):
     d = json.loads(out)
     assert d["board"] == "qemu-m4" and d["reference_match"] is True
     assert d["instructions"] > 100_000 and "cycles" not in d  # QEMU counts instructions, never cycles
+    assert "cpu_hz" not in d and "milliseconds" not in d  # nor offers a clock to turn them into time
     assert d["arena_bytes"] == d["predicted_arena_bytes"]
     assert d["sram_bytes"] > d["arena_bytes"] and d["flash_bytes"] > 0
     # flash = the model's constants (metadata's weight_bytes) + code (kernels, firmware, RPC)
