@@ -58,12 +58,7 @@ def valid(i, j, margin: tuple[int, int, int, int], h: int, w: int):
     t, left, b, r = margin
     terms = ([i - t] if t else []) + ([t + h - 1 - i] if b else []) + ([j - left] if left else []) + (
         [left + w - 1 - j] if r else [])
-    if not terms:
-        return None
-    acc = terms[0]
-    for term in terms[1:]:
-        acc = acc | term
-    return acc >= 0
+    return _all_nonnegative(terms)
 
 
 def inside(i, j, h: int, w: int, rows: tuple[bool, bool], cols: tuple[bool, bool]):
@@ -73,6 +68,12 @@ def inside(i, j, h: int, w: int, rows: tuple[bool, bool], cols: tuple[bool, bool
     would make compaction clip its region."""
     terms = ([i] if rows[0] else []) + ([h - 1 - i] if rows[1] else []) + ([j] if cols[0] else []) + (
         [w - 1 - j] if cols[1] else [])
+    return _all_nonnegative(terms)
+
+
+def _all_nonnegative(terms: list):
+    """Condition "every term >= 0" as one sign test of their bitwise OR (a negative int32 has
+    the sign bit set), or None for no terms."""
     if not terms:
         return None
     acc = terms[0]
