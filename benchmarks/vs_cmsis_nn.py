@@ -39,6 +39,10 @@ KINDS = ("1x1 conv (C >= 16)", "1x1 conv (C < 16)", "depthwise 3x3", "depthwise 
 TARGET_RATIO = 1.0  #: whole model: our instructions / TFLM + CMSIS-NN's
 TARGET_MAIN_PER_MAC = 4.0  #: main job: instructions per MAC
 TARGET_KIND_PER_MAC = {"1x1 conv (C >= 16)": 2.0, "depthwise 3x3": 8.0}
+#: main job: patched instructions over layer by layer may exceed its MAC overhead by this much
+TARGET_PATCH_EXTRA = 0.05
+#: the main job compiled layer by layer (for the patched one's overhead)
+MAIN_JOB_LAYER = MAIN_JOB + " (layer by layer)"
 
 
 @dataclass
@@ -172,15 +176,18 @@ def collect(names: list[str] | None) -> dict:
         baselines = parse_counts(f.read())
     files = model_files(baselines)
     wanted = names or [*files, MAIN_JOB]
-    unknown = [n for n in wanted if n not in files and n != MAIN_JOB]
+    if MAIN_JOB in wanted:  # the patched main job's overhead is measured against it
+        wanted.append(MAIN_JOB_LAYER)
+    unknown = [n for n in wanted if n not in files and n not in (MAIN_JOB, MAIN_JOB_LAYER)]
     if unknown:
         raise SystemExit(f"vs_cmsis_nn: unknown model(s) {', '.join(unknown)}; known: {', '.join([*files, MAIN_JOB])}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="vs-cmsis-nn-") as work:
         for name in wanted:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            main = name == MAIN_JOB
-            meta, rep, graph = measure(MAIN_JOB if main else files[name], work, **(MAIN_JOB_ARGS if main else {}))
+            main = name in (MAIN_JOB, MAIN_JOB_LAYER)
+            meta, rep, graph = measure(MAIN_JOB if main else files[name], work,
+                                       **(MAIN_JOB_ARGS if name == MAIN_JOB else {}))
             base = None if main else baselines[name]
             base_calls, base_rest = baseline_per_call(meta["calls"], base) if base else ([None] * len(meta["calls"]), None)
             calls = []
@@ -191,7 +198,7 @@ def collect(names: list[str] | None) -> dict:
             macs = sum(c["macs"] for c in meta["calls"])
             rows.append({
                 "model": name, "file": None if main else files[name],
-                "compile": MAIN_JOB_FLAGS if main else "layer by layer", "patched": rep.patched,
+                "compile": MAIN_JOB_FLAGS if name == MAIN_JOB else "layer by layer", "patched": rep.patched,
                 "instructions": rep.count, "macs": macs, "per_mac": per_mac(rep.count, macs),
                 "outside_kernels": rep.profile[-1].count,
                 "baseline_instructions": base.total if base else None,
@@ -243,6 +250,14 @@ def targets(rows: list[dict]) -> list[dict]:
             out.append({"target": f"main job ({MAIN_JOB}, {MAIN_JOB_FLAGS}) <= {TARGET_MAIN_PER_MAC:.1f} instr/MAC",
                         "value": r["per_mac"], "shown": f"{r['per_mac']:.2f} instr/MAC",
                         "met": r["per_mac"] <= TARGET_MAIN_PER_MAC})
+    by_name = {r["model"]: r for r in rows}
+    if MAIN_JOB in by_name and MAIN_JOB_LAYER in by_name:
+        p, q = by_name[MAIN_JOB], by_name[MAIN_JOB_LAYER]
+        extra, mac_extra = p["instructions"] / q["instructions"] - 1, p["macs"] / q["macs"] - 1
+        out.append({"target": f"main job patched vs layer by layer: instructions <= MACs overhead + "
+                              f"{100 * TARGET_PATCH_EXTRA:.0f}%",
+                    "value": extra, "shown": f"instructions {100 * extra:+.1f}%, MACs {100 * mac_extra:+.1f}%",
+                    "met": extra <= mac_extra + TARGET_PATCH_EXTRA})
     for kind, limit in TARGET_KIND_PER_MAC.items():
         cs = [(r["model"], c) for r in rows for c in r["calls"] if c["kind"] == kind]
         macs = sum(c["macs"] for _, c in cs)

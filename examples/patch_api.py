@@ -1,5 +1,6 @@
-"""Patch-based inference from Python, in a few lines: plan, apply the Relax pass, inspect the
-TIR, run, and check the result against the unpatched model.
+"""Patch-based inference from Python, in a few lines: plan, run the pipeline's Relax passes (the
+ones ``patchnet compile`` runs, minus the target's schedules), inspect the TIR, run on the host,
+and check the result against the unpatched model.
 
     .venv/bin/python examples/patch_api.py [MODEL] [--patches P --split N]
 
@@ -10,12 +11,13 @@ import argparse
 
 import numpy as np
 
-from relay_passes import PatchBasedInference
+from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.frontend import load_model
 from tvm_patchnet.lower import to_relax
 from tvm_patchnet.patch import plan_patches
 from tvm_patchnet.patch.search import choose_plan
 from tvm_patchnet.patch.stage import lowered_allocations
+from tvm_patchnet.pipeline import passes
 from tvm_patchnet.runtime import build, run_module
 
 
@@ -33,12 +35,15 @@ def main(argv=None) -> None:
           f"{plan.peak_bytes:,} B, MACs +{100 * plan.mac_overhead:.1f}%")
 
     mod = to_relax(graph)  # one call_tir per op
-    patched = PatchBasedInference(graph, plan)(mod)  # the stage becomes one PrimFunc
-    tir = patched["patch_stage"].script()  # the patched loop nest, as TVMScript
+    execution = plan_execution(graph, plan)  # which kernel runs each op: read by passes, memory plan, C
+    pipeline = passes(execution)  # PatchBasedInference -> KernelVariants (+ ApplySchedules with a target)
+    print("passes:", " -> ".join(p.info.name for p in pipeline.passes))
+    patched = pipeline(mod)  # the stage is one PrimFunc; in-place kernels where the plan says
+    tir = patched["tvmgen_default_patch_stage"].script()  # the patched loop nest, as TVMScript
     loops = [ln for ln in tir.splitlines() if ln.lstrip().startswith("for ")]
     print("\n".join(loops[:12]), "\n    ...")
     # what lowering really allocates per patch (TVM's own buffer compaction), against the planner
-    for name, (shape, dtype, scope) in lowered_allocations(patched["patch_stage"]).items():
+    for name, (shape, dtype, scope) in lowered_allocations(patched["tvmgen_default_patch_stage"]).items():
         if scope == "global":
             print(f"  patch buffer {name:<12} {shape} {dtype}")
     print(f"  planner workspace: {plan.workspace_bytes:,} B")

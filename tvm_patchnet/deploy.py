@@ -16,6 +16,7 @@ With ``profile`` the firmware is a profile build and the report adds each kernel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import progress
 from .archive import (
     FORMAT,
     GRAPH_MEMBER,
@@ -94,7 +96,9 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
                             f"not {type(model).__name__}")
     from .patch.search import resolve
 
-    chosen = resolve(graph, patches, split, sram_bytes, planner)
+    searching = "auto" in (patches, split) or sram_bytes is not None  # else a lookup, no progress to show
+    with progress.task("choosing the patch setting") if searching else contextlib.nullcontext():
+        chosen = resolve(graph, patches, split, sram_bytes, planner)
     plan = chosen.plan
     from .analysis.profile import profile
     from .codegen import emit_c
@@ -398,14 +402,15 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
         micro.create_project(os.path.join(model_dir, "codegen", "host", "src"), board, project,
                              memory_map=memory_map, **({"profile": True} if profile else {}))
         try:
-            micro.build(project)
+            with progress.task(f"building the firmware for {board}"):
+                micro.build(project)
         except micro.DoesNotFit as e:
             hint = _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - e.sram_excess) if e.sram_excess else ""
             raise micro.DoesNotFit(f"{e}{hint}", e.sram_excess, e.flash_excess) from None
         except micro.BuildFailed as e:
             hint = "" if work_dir else " (or run with --keep-build DIR)"
             raise micro.BuildFailed(e.label, e.diagnostics, _keep_log(e.log_path, work_dir), hint) from None
-        with micro.Session(project) as s:
+        with micro.Session(project) as s, progress.task(f"running on {board}"):
             info = s.info()
             _check_device(info, meta, archive)
             limit = timeout or run_timeout(meta, info.counter, info.cpu_hz)
@@ -415,7 +420,8 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             marks = s.profile() if profile else None  # after check_fit: its answer's buffer is on the stack
         mismatches = []
         if check:
-            ref = _host_reference(meta, ref_graph, xs)
+            with progress.task("host int8 reference"):
+                ref = _host_reference(meta, ref_graph, xs)
             mismatches = [o["name"] for o, y, r in zip(meta["outputs"], ys, ref) if not _identical(y, r)]
         float_ref = _float_reference(meta, model_dir, xs, ys) if check_float else None
     planner_peak = meta["patch"]["peak_bytes"] if meta["patch"] else meta["profile"]["peak_bytes"]

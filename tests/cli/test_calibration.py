@@ -143,6 +143,8 @@ def test_random_calibration_warns_once(trained, capsys):
         "warning: model.onnx quantized on 8 random inputs; pass --calibration for real accuracy"]
     code, _, err = run_cli(capsys, "profile", onnx_path, "--calibration", calib)
     assert code == 0 and "warning" not in err
+    code, out, err = run_cli(capsys, "-q", "profile", onnx_path)  # -q: results only
+    assert code == 0 and "peak activation memory" in out and err == ""
 
 
 def test_bad_calibration_is_one_line(trained, capsys, tmp_path):

@@ -107,3 +107,10 @@ def test_a_model_from_a_file_is_named_after_the_file(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "profile", str(path))
     assert code == 0 and out.startswith("model my_net:")
     assert load_model(model_path(HELLO)).name == "tflm_hello_world_int8"
+
+
+@pytest.mark.parametrize("argv", [["-v", "profile", HELLO], ["profile", HELLO, "-v"], ["-q", "profile", HELLO],
+                                  ["profile", "-q", HELLO], ["micro", "build", "p", "-q"], ["-q", "-v", "run", "m.tar"]])
+def test_verbose_and_quiet_anywhere(argv):
+    args = build_parser().parse_args(argv)
+    assert args.verbose == ("-v" in argv) and args.quiet == ("-q" in argv)

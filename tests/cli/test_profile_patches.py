@@ -46,6 +46,18 @@ def test_table_and_comparison_plot(capsys, tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_plot_title_names_the_setting_and_both_peaks():
+    from tvm_patchnet.analysis.plot import _title
+    from tvm_patchnet.cli.profile import profile_model
+
+    report = profile_model("mobilenetv2", patches=4, split=5)
+    title = _title(report, 256, report.peak_bytes / 1024)
+    assert f"per-layer peak {report.peak_bytes / 1024:.0f} kB" in title
+    assert f"4x4 patches over blocks 0..4: peak {report.patch['peak_bytes'] / 1024:.0f} kB" in title
+    assert "all under" not in title  # the budget line is drawn instead
+    assert "all under the 1024 kB budget" in _title(report, 1024, 100)  # kB
+
+
 def test_errors(capsys):
     line = _one_line_error(capsys, "profile", "mnasnet", "--sram", "64KB")
     assert "no patch setting fits 65,536 B" in line and "smallest deployable arena" in line

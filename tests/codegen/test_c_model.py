@@ -20,11 +20,12 @@ from tvm_patchnet.analysis.liveness import analyze, softmax_scratch_bytes
 from tvm_patchnet.analysis.profile import profile
 from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.codegen import emit_c
-from tvm_patchnet.codegen.c_kernels import emit_kernels, op_kernel
+from tvm_patchnet.codegen.c_kernels import emit_kernels
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.graph import Graph
 from tvm_patchnet.patch import plan_patches
 from tvm_patchnet.runtime import run_graph
+from tvm_patchnet.schedules.default import op_kernel
 from tvm_patchnet.zoo import get_architecture
 
 

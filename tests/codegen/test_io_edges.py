@@ -17,11 +17,12 @@ from tests.tflite_writer import TensorSpec, single_op_model
 from tvm_patchnet.archive import declared_sizes
 from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.codegen import emit_c
-from tvm_patchnet.codegen.c_kernels import emit_kernels, op_kernel
+from tvm_patchnet.codegen.c_kernels import emit_kernels
 from tvm_patchnet.codegen.float_literals import exact_float_literals
 from tvm_patchnet.errors import PatchnetError
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.patch import plan_patches
+from tvm_patchnet.schedules.default import op_kernel
 
 #: model -> patch settings (patches, split) it also runs with; two-inputs has no one-input stage
 PATCHED = {"float-edges": (2, 2), "three-heads": (2, 1)}

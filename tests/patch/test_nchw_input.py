@@ -28,6 +28,7 @@ from tests.pad_models import Net
 from tvm_patchnet.cli.main import main
 from tvm_patchnet.deploy import compile_model, run_model
 from tvm_patchnet.errors import StageError
+from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.frontend import load_model
 from tvm_patchnet.lower import to_relax
 from tvm_patchnet.memory import plan_memory
@@ -115,7 +116,7 @@ SETTINGS = [(4, 3), (3, 1), (3, 2), (5, 4), (2, 5)]
 def test_stage_buffers_are_what_tir_allocates(path, p, n):
     g = load_model(path)
     plan = plan_patches(g, p, n)
-    stage = build_stage(g, plan)
+    stage = build_stage(plan_execution(g, plan))
     allocs = lowered_allocations(stage.func)
     got = {stage.buffers[b]: shape for b, (shape, _, scope) in allocs.items() if scope == "global"}
     assert got == plan.stage_buffers  # the transposed patch among them, NHWC with its margins

@@ -32,15 +32,17 @@ from tests.pad_models import Net, avg_pool_model, dw_first_model, plane_model, s
 from tvm_patchnet.analysis.liveness import analyze, plane_bytes
 from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.cli.main import main
-from tvm_patchnet.codegen.c_kernels import depthwise_in_place_kernel, emit_kernels
+from tvm_patchnet.codegen.c_kernels import emit_kernels
 from tvm_patchnet.deploy import compile_model, run_model
 from tvm_patchnet.errors import StageError
+from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.frontend import load_model
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.lower import to_relax
 from tvm_patchnet.patch.planner import plan_patches, stage_of
 from tvm_patchnet.patch.stage import build_stage, lowered_allocations
 from tvm_patchnet.runtime import build, run_graph, run_module
+from tvm_patchnet.schedules.default import depthwise_in_place_kernel
 
 #: name -> (model, ops after folding, PADs after folding, smallest split that covers the PADs
 #: (or the plane's depthwise conv) of the original file)
@@ -106,7 +108,7 @@ SETTINGS = [("stem", 4, 3), ("stem", 3, 2), ("avg-pool", 4, 2), ("avg-pool", 3, 
 def test_stage_buffers_are_what_tir_allocates(files, name, p, n):
     g = load_model(files[name])
     plan = plan_patches(g, p, n)
-    stage = build_stage(g, plan)
+    stage = build_stage(plan_execution(g, plan))
     allocs = lowered_allocations(stage.func)
     got = {stage.buffers[b]: shape for b, (shape, _, scope) in allocs.items() if scope == "global"}
     assert got == plan.stage_buffers  # intermediates, an uneven tile's buffer, depthwise planes

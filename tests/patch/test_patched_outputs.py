@@ -22,6 +22,7 @@ from relay_passes import PatchBasedInference
 from tests.conftest import model_path, random_inputs
 from tests.graphs import stage_kinds_prefix
 from tvm_patchnet.builder import GraphBuilder
+from tvm_patchnet.execution import PREFIX
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.lower import to_relax
 from tvm_patchnet.patch.planner import plan_patches
@@ -31,6 +32,8 @@ from tvm_patchnet.zoo import get_architecture
 VWW = "mlperftiny_vww_96_int8.tflite"
 RESNET8 = "mlperftiny_ic_resnet8_quant.tflite"
 KWS = "mlperftiny_kws_ref_model.tflite"
+
+STAGE = PREFIX + "patch_stage"  # the stage PrimFunc, named as its C function
 
 
 def _hand_graph():
@@ -89,7 +92,7 @@ def check_patched(key, p, n, heights, widths=None):
     plan = plan_patches(g2, p, n)
     assert _spans(plan, stage_out) == (heights, heights if widths is None else widths)
     mod = PatchBasedInference(g2, plan)(to_relax(g2))
-    assert "patch_stage" in [gv.name_hint for gv in mod.get_global_vars()]
+    assert STAGE in [gv.name_hint for gv in mod.get_global_vars()]
     out = run_module(build(mod), xs)
     assert len(out) == len(g2.outputs)
     expected = ref[stage_out]
@@ -180,14 +183,14 @@ def test_patched_module_structure(key, p, n, shared):
     assert bool(stage_funcs & set(rest)) == shared
 
     names = {gv.name_hint: after[gv] for gv in after.get_global_vars()}
-    assert isinstance(names["patch_stage"], tvm.tirx.PrimFunc)
-    assert names["patch_stage"].attrs["global_symbol"] == "patch_stage"
+    assert isinstance(names[STAGE], tvm.tirx.PrimFunc)
+    assert "global_symbol" not in names[STAGE].attrs  # private: main calls it
     # the stage ops' PrimFuncs are gone, except those a later op still calls (shared by dedup)
     assert not (stage_funcs - set(rest)) & set(names)
-    assert set(names) == set(rest) | {"patch_stage", "main"}
+    assert set(names) == set(rest) | {STAGE, "main"}
     # main: one call of patch_stage on main's input, in place of the stage's k calls
     new_bindings = list(after["main"].body.blocks[0].bindings)
-    assert _callees(new_bindings) == ["patch_stage", *rest]
+    assert _callees(new_bindings) == [STAGE, *rest]
     assert new_bindings[0].value.args[1].fields[0].same_as(after["main"].params[0])
     # the stage output keeps its var: the bindings after the stage are the old ones
     assert new_bindings[0].var.same_as(bindings[k - 1].var)
@@ -203,7 +206,7 @@ def test_vww_3x3_no_longer_holds_any_stage_primfunc():
     stage_ops = {g.ops[i].name for i in plan.stage_ops}
     assert stage_ops == {"conv_2d_0", "depthwise_conv_2d_1", "conv_2d_2", "depthwise_conv_2d_3", "conv_2d_4"}
     assert not stage_ops & names
-    assert {"depthwise_conv_2d_5", "conv_2d_6", "patch_stage"} <= names
+    assert {"depthwise_conv_2d_5", "conv_2d_6", STAGE} <= names
 
 
 def test_the_example_flow_on_vww():

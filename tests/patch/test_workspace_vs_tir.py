@@ -19,6 +19,7 @@ from tvm import s_tir
 
 from tests.conftest import model_path
 from tests.graphs import stage_kinds_prefix
+from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.patch.planner import plan_patches
 from tvm_patchnet.patch.stage import build_stage, lowered_allocations
@@ -100,7 +101,7 @@ def case(request):
     key, p, n = request.param
     g = _graph(key)
     plan = plan_patches(g, p, n)
-    stage = build_stage(g, plan)
+    stage = build_stage(plan_execution(g, plan))
     return g, plan, stage
 
 
@@ -160,7 +161,7 @@ def test_calculate_allocated_bytes_agrees(case):
 
 def _global_shapes(g, plan):
     """(lowered global buffer shapes, planner shapes of the same buffers, lowered global bytes)."""
-    stage = build_stage(g, plan)
+    stage = build_stage(plan_execution(g, plan))
     allocs = lowered_allocations(stage.func)
     glob = {k: v[0] for k, v in allocs.items() if v[2] == "global"}
     expected = {b: plan.stage_buffers[t] for b, t in stage.buffers.items() if t != plan.stage_output}
@@ -228,7 +229,7 @@ def test_lowered_buffers_match_the_plan_hard_cases(key, p, n):
     glob, expected, total = _global_shapes(g, plan)
     assert glob == expected
     assert total == plan.workspace_bytes
-    _check_by_hand(g, plan, glob, build_stage(g, plan).buffers)
+    _check_by_hand(g, plan, glob, build_stage(plan_execution(g, plan)).buffers)
 
 
 def _check_by_hand(g, plan, glob, names):

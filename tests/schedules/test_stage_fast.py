@@ -20,11 +20,13 @@ from tests.codegen.cmodel import check_cortex_m4, check_sources, compile_c, run_
 from tests.conftest import model_path, random_inputs, tflm_trace
 from tests.graphs import stage_kinds_prefix
 from tvm_patchnet.builder import GraphBuilder
-from tvm_patchnet.codegen import c_model, emit_c
+from tvm_patchnet.codegen import emit_c
+from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.frontend.tflite import load_tflite
 from tvm_patchnet.patch.planner import plan_patches
 from tvm_patchnet.patch.stage import build_stage, lowered_allocations
 from tvm_patchnet.runtime import run_graph
+from tvm_patchnet.schedules import default
 
 STAGE = "tvmgen_default_patch_stage"
 
@@ -120,12 +122,12 @@ def _graph(key):
 def _emit(graph, plan, out, fast: bool):
     if fast:
         return emit_c(graph, out, plan)
-    plain = c_model.stage_kernel
-    c_model.stage_kernel = lambda g, p, schedules=None: plain(g, p)
+    plain = default.stage_kernel
+    default.stage_kernel = lambda exe, schedules=None: plain(exe)
     try:
         return emit_c(graph, out, plan)
     finally:
-        c_model.stage_kernel = plain
+        default.stage_kernel = plain
 
 
 @pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-p{k[1]}-n{k[2]}")
@@ -156,7 +158,7 @@ def test_fast_stage_allocates_the_planner_buffers(key):
     name, p, n = key
     g = _graph(name)
     plan = plan_patches(g, p, n)
-    stage = build_stage(g, plan, fast=True)
+    stage = build_stage(plan_execution(g, plan), fast=True)
     assert stage.preamble
     glob = {b: s for b, (s, _, scope) in lowered_allocations(stage.func).items() if scope == "global"}
     assert {stage.buffers[b]: s for b, s in glob.items()} == plan.stage_buffers
@@ -165,7 +167,7 @@ def test_fast_stage_allocates_the_planner_buffers(key):
 def test_relax_stage_stays_plain():
     """build_stage without ``fast`` (the Relax pass, the host build) calls no micro-kernel."""
     g = _graph("ir")
-    stage = build_stage(g, plan_patches(g, 2, 4))
+    stage = build_stage(plan_execution(g, plan_patches(g, 2, 4)))
     assert stage.preamble == () and "call_extern" not in stage.func.script()
 
 

@@ -139,7 +139,7 @@ def plane_hw(graph: Graph, op) -> tuple[int, int]:
 
     The one rule for the plane: it sizes the liveness scratch (and with it the profiler, the
     patch planner and the memory plan) and the crop the layer-by-layer kernel copies
-    (``codegen/c_kernels.py``). Inside a patch stage, whose windows read margins instead of
+    (``schedules/default.py``). Inside a patch stage, whose windows read margins instead of
     padding, the patch graph's windows have no padding (``patch/planner.py``), and the rule
     gives the region the stage's plane copies.
     """

@@ -33,6 +33,12 @@ BOARDS = tuple(_boards())
 MEMORY_MAPS = tuple(b for b in BOARDS if b.startswith("nucleo-"))
 
 
+def warn_of(args: argparse.Namespace):
+    """Where a subcommand's warnings go: nowhere with -q, else None (the library's default: a
+    line on stderr)."""
+    return (lambda line: None) if args.quiet else None
+
+
 def choice(kind: str, names) -> callable:
     """An argparse ``type`` that accepts one of ``names`` and says "did you mean" otherwise (used
     with ``choices=names``, which lists them in the help)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import TARGETS, add_board_arg, add_calibration_args, add_model_args, choice
+from .common import TARGETS, add_board_arg, add_calibration_args, add_model_args, choice, warn_of
 from .profile import parse_auto, parse_size
 
 
@@ -37,7 +37,7 @@ def drive_compile(args: argparse.Namespace) -> int:
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
                         sram_bytes=parse_size("--sram", args.sram) if args.sram is not None else None,
                         resolution=args.resolution, width=args.width, planner=args.planner,
-                        calibration=args.calibration, mean=args.mean, std=args.std)
+                        calibration=args.calibration, mean=args.mean, std=args.std, warn=warn_of(args))
     m = res.metadata
     how = "layer by layer" if not m["patch"] else (
         f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from .. import progress
 from ..errors import PatchnetError
 from . import compile as compile_cmd
 from . import micro as micro_cmd
@@ -28,17 +29,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"patchnet {__version__}",
                         help="print the version and exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for cmd in _COMMANDS:
         cmd.add_parser(sub)
+    _add_global_flags(parser)
+    parser.set_defaults(verbose=False, quiet=False)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """-v and -q on ``parser`` and every subcommand under it, so they work anywhere on the line
+    (``patchnet -v compile ...`` and ``patchnet compile ... -v``). SUPPRESS: a subcommand that
+    does not see the flag leaves the value an earlier level set."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress and no warnings: results and errors only")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_global_flags(child)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet:
+        import warnings
+
+        warnings.simplefilter("ignore")
+    else:
+        progress.enable()
     received: list[int] = []
     previous = _catch_signals(received)
     try:
@@ -59,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
+        progress.disable()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_board_arg, add_memory_map_arg
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("micro", help="board projects: create-project, build, flash")
     msub = p.add_subparsers(dest="micro_command", metavar="ACTION")
     msub.required = True
-    c = msub.add_parser("create-project", help="a board project around a compiled model")
+    c = msub.add_parser("create-project", help="a board project around a compiled model",
+                        description="Write a board project (Makefile, firmware, the model's C) for a compiled model.")
     c.add_argument("archive", help="model.tar or directory from 'patchnet compile'")
-    c.add_argument("project_dir")
-    c.add_argument("--board", help="default: the board the model was compiled for")
-    c.add_argument("--memory-map", help="QEMU boards: use a Nucleo's memory sizes")
+    c.add_argument("project_dir", help="the project folder to create (new or empty)")
+    add_board_arg(c, "board to build for (default: the board the model was compiled for)")
+    add_memory_map_arg(c)
     c.set_defaults(drive=drive_create)
-    b = msub.add_parser("build", help="build a project's firmware (.elf) and report its memory")
-    b.add_argument("project_dir")
+    b = msub.add_parser("build", help="build a project's firmware (.elf) and report its memory",
+                        description="Build a project's firmware with make and report its flash and SRAM.")
+    b.add_argument("project_dir", help="a folder from 'patchnet micro create-project'")
     b.set_defaults(drive=drive_build)
-    f = msub.add_parser("flash", help="flash a Nucleo board (openocd or st-flash); QEMU needs none")
-    f.add_argument("project_dir")
+    f = msub.add_parser("flash", help="flash a Nucleo board (openocd or st-flash); QEMU needs none",
+                        description="Flash a built Nucleo project's firmware (openocd, else st-flash).")
+    f.add_argument("project_dir", help="a built project folder")
     f.set_defaults(drive=drive_flash)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from ..errors import PatchnetError
 from ..fsutil import write_atomic
-from .common import add_calibration_args, add_model_args, dump_json
+from .common import add_calibration_args, add_model_args, dump_json, warn_of
 
 
 def add_parser(sub) -> None:
@@ -39,7 +39,7 @@ def drive_profile(args: argparse.Namespace) -> int:
     patches, split = parse_auto("--patches", args.patches), parse_auto("--split", args.split)
     report = profile_model(args.model, resolution=args.resolution, width=args.width,
                            patches=patches, split=split, sram_bytes=sram, calibration=args.calibration,
-                           mean=args.mean, std=args.std)
+                           mean=args.mean, std=args.std, warn=warn_of(args))
     if args.plot:
         from ..analysis.plot import plot_blocks
 
@@ -73,7 +73,8 @@ def parse_auto(flag: str, text: str | None):
 
 
 def profile_model(model: str, resolution: int | None = None, width: float | None = None,
-                  patches=None, split=None, sram_bytes: int | None = None, calibration=None, mean=None, std=None):
+                  patches=None, split=None, sram_bytes: int | None = None, calibration=None, mean=None, std=None,
+                  warn=None):
     """Load ``model`` and return its :class:`~tvm_patchnet.analysis.profile.ProfileReport`.
 
     With ``patches``/``split`` (ints or "auto") the report's ``patch`` field holds the patch
@@ -83,7 +84,8 @@ def profile_model(model: str, resolution: int | None = None, width: float | None
     from ..analysis.profile import profile
     from ..frontend import load_model
 
-    graph = load_model(model, resolution=resolution, width=width, calibration=calibration, mean=mean, std=std)
+    graph = load_model(model, resolution=resolution, width=width, calibration=calibration, mean=mean, std=std,
+                       warn=warn)
     report = profile(graph)
     if patches is None and split is None and sram_bytes is None:
         return report

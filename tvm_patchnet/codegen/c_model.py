@@ -1,7 +1,8 @@
 """Write a self-contained C model: ``model.h``, ``model.c``, ``kernels.h/.c``, ``weights.h/.c``.
 
-``model.c`` calls one plain C kernel per op (one for the whole patch stage, one for a conv and
-the residual add it accumulates into) in graph order, on buffers at fixed offsets of one static
+``model.c`` calls one plain C kernel per ``call_tir`` of the pipeline's module
+(:func:`tvm_patchnet.pipeline.lower`), i.e. per step of the execution plan: one per op, one for
+the whole patch stage, one for a conv and the residual add it accumulates into, in graph order, on buffers at fixed offsets of one static
 arena; weights, biases, multipliers and shifts are ``const`` arrays (flash). Kernels that TVM
 lowers to the same TIR are emitted once.
 
@@ -27,19 +28,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
-import tvm_ffi
+from tvm import relax
 
-from .. import schedules
-from ..analysis.liveness import analyze
+from relay_passes.steps import BUFFERS_ATTR, PREAMBLE_ATTR, callee
+
+from .. import progress
 from ..errors import PatchnetError
+from ..execution import ExecutionPlan, Step
 from ..graph import Graph
 from ..memory import MemoryPlan, plan_memory
 from ..memory.arena import DEFAULT_ALIGNMENT
-from ..memory.plan import scratch_name
 from ..patch.planner import PatchPlan
-from .c_kernels import CKernel, accumulate_kernel, depthwise_in_place_kernel, emit_kernels, op_kernel, stage_kernel
+from ..pipeline import lower
+from .c_kernels import CKernel, emit_kernels
 
-PREFIX = "tvmgen_default_"
 _C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "float32": "float"}
 #: dtypes a model input or output may have
 EDGE_DTYPES = ("int8", "float32")
@@ -86,41 +88,45 @@ class CModelInfo:
 
 
 @dataclass
-class _Step:
+class _Call:
+    """One ``call_tir`` of the pipeline's module: the step it runs, the kernel (PrimFunc and its
+    name in the module, shared by structurally equal steps) and its arguments (tensor names,
+    NumPy constants; the last: the output tensor)."""
+
+    step: Step
+    kernel: str
     func: tvm.tirx.PrimFunc
-    args: list  # tensor names, NumPy constants; last: the output tensor
-    name: str
-    scratch: str | None = None  # allocation passed as the kernel's ``ws``
-    stage_buffers: dict[str, str] | None = None  # patch stage: TIR buffer -> allocation (ws = arena)
-    preamble: tuple[str, ...] = ()  # micro-kernels the kernel calls
-    ops: list[int] = field(default_factory=list)  # graph ops the call runs
+    args: list
 
 
 def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy",
                   target: str = "cortex-m4") -> CModelInfo:
-    """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``; the arena
-    is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``); kernels use
-    ``target``'s schedules (:func:`tvm_patchnet.schedules.create`)."""
+    """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``: the
+    module of :func:`tvm_patchnet.pipeline.lower` for ``target``, one C call per ``call_tir``. The
+    arena is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``) from the
+    same execution plan."""
     _check_edges(graph)
-    sched = schedules.create(target)
-    mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full")
+    mod, exe = lower(graph, plan, target)
+    mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full", execution=exe)
     offsets, sizes = mem.offsets, {a.name: a.size for a in mem.allocations}
-    steps = _steps(graph, plan, sched)
-    kernel_of = _dedupe(steps)
-    placed = {s.name: {b: offsets[t] for b, t in s.stage_buffers.items() if t in offsets}
-              for s in steps if s.stage_buffers is not None}
-    firsts = {k: s.func for s, k in zip(steps, kernel_of) if s.name == k}
-    preambles = {s.name: s.preamble for s in steps if s.name in firsts}
-    kernels = {**emit_kernels({k: f for k, f in firsts.items() if k not in placed}, None, preambles),
-               **emit_kernels({k: firsts[k] for k in placed}, placed, preambles)}
+    calls = _module_calls(mod, exe)
+    funcs = {c.kernel: c.func for c in calls}
+    stage_buffers = {k: {str(b): str(t) for b, t in f.attrs[BUFFERS_ATTR].items()}
+                     for k, f in funcs.items() if BUFFERS_ATTR in f.attrs}
+    placed = {k: {b: offsets[t] for b, t in bufs.items() if t in offsets} for k, bufs in stage_buffers.items()}
+    preambles = {k: tuple(str(p) for p in f.attrs[PREAMBLE_ATTR]) for k, f in funcs.items() if PREAMBLE_ATTR in f.attrs}
+    with progress.task(f"generating C ({len(funcs)} kernels)"):
+        kernels = {**emit_kernels({k: f for k, f in funcs.items() if k not in placed}, None, preambles),
+                   **emit_kernels({k: funcs[k] for k in placed}, placed, preambles)}
     weights = _Weights()
-    calls = []
-    for step, kname in zip(steps, kernel_of):
+    lines = []
+    for call in calls:
+        step, kname = call.step, call.kernel
         args = [weights.ref(a, f"{step.name}_w{k}") if isinstance(a, np.ndarray) else _tensor_ref(graph, a, offsets)
-                for k, a in enumerate(step.args)]
+                for k, a in enumerate(call.args)]
         ws = kernels[kname].workspace_bytes
-        if step.stage_buffers is not None:
-            _check_stage_buffers(kernels[kname], step.stage_buffers, sizes)
+        if kname in stage_buffers:
+            _check_stage_buffers(kernels[kname], stage_buffers[kname], sizes)
             if kernels[kname].workspace:  # a stage of one op has no buffer inside a patch: no ws
                 args.append("arena")
         elif step.scratch is not None:
@@ -130,12 +136,12 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
             args.append(f"arena + {offsets[step.scratch]}")
         elif ws:
             raise PatchnetError(f"kernel '{kname}' needs {ws:,} B of scratch the memory plan does not count")
-        calls.append(f"  {kname}({', '.join(args)});")
+        lines.append(f"  {kname}({', '.join(args)});")
     os.makedirs(out_dir, exist_ok=True)
     in_sizes, out_sizes = [graph.t(n).nbytes for n in graph.inputs], [graph.t(n).nbytes for n in graph.outputs]
     files = {
-        "model.h": _model_h(graph, mem.arena_bytes, len(calls)),
-        "model.c": _model_c([offsets[n] for n in graph.inputs], [offsets[n] for n in graph.outputs], calls),
+        "model.h": _model_h(graph, mem.arena_bytes, len(lines)),
+        "model.c": _model_c([offsets[n] for n in graph.inputs], [offsets[n] for n in graph.outputs], lines),
         "kernels.h": _header("KERNELS", "<stdint.h>", [k.prototype for k in kernels.values()]),
         "kernels.c": _kernels_c(kernels.values()),
         "weights.h": _header("WEIGHTS", "<stdint.h>", weights.declarations()),
@@ -145,7 +151,26 @@ def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, pla
         with open(os.path.join(out_dir, name), "w") as f:
             f.write(text)
     return CModelInfo(out_dir, sorted(files), in_sizes, out_sizes, mem.arena_bytes, weights.nbytes, mem, kernels,
-                      list(kernel_of), [s.name for s in steps], [s.ops for s in steps])
+                      [c.kernel for c in calls], [c.step.name for c in calls], [sorted(c.step.ops) for c in calls])
+
+
+def _module_calls(mod: tvm.IRModule, exe: ExecutionPlan) -> list[_Call]:
+    """The ``call_tir`` bindings of ``mod``'s main in order, each with the step whose output it
+    binds (after ApplySchedules every call is one step: views are Relax reshapes, no call)."""
+    calls = []
+    for b in mod["main"].body.blocks[0].bindings:
+        gv = callee(b.value)
+        if gv is None:
+            continue
+        step = exe.step_writing(b.var.name)
+        if step is None:
+            raise PatchnetError(f"call of '{gv.name_hint}' writes '{b.var.name}', which no step of the execution "
+                                "plan writes (a pass out of order?)")
+        args = [a.name if isinstance(a, relax.Var) else a.value.numpy() for a in b.value.args[1].fields]
+        calls.append(_Call(step, gv.name_hint, mod[gv], [*args, step.output]))
+    if len(calls) != len(exe.steps):
+        raise PatchnetError(f"the module makes {len(calls)} kernel calls; the execution plan has {len(exe.steps)} steps")
+    return calls
 
 
 def _check_edges(graph: Graph) -> None:
@@ -154,40 +179,6 @@ def _check_edges(graph: Graph) -> None:
             if graph.t(n).dtype not in EDGE_DTYPES:
                 raise PatchnetError(f"{graph.name}: C model {kind} '{n}' is {graph.t(n).dtype}; inputs and outputs "
                                     f"must be {' or '.join(EDGE_DTYPES)}")
-
-
-def _steps(graph: Graph, plan: PatchPlan | None, sched: schedules.Schedules) -> list[_Step]:
-    """One kernel call per executed op, in graph order: the patch stage as one, a conv with the
-    residual add it accumulates into as one (at the conv), reshapes skipped (views). Which ops
-    run in place is the liveness analysis' decision, the same one the memory plan follows."""
-    live = analyze(graph, in_place=True)
-    steps = []
-    stage = set(plan.stage_ops) if plan else set()
-    consumers = graph.consumers()
-    fused_add = {consumers[c][0]: c for c in live.accumulate}  # add op index -> conv output
-    for i, op in enumerate(graph.ops):
-        if i in stage:
-            if i == min(stage):
-                kf, buffers = stage_kernel(graph, plan, sched)
-                steps.append(_Step(kf.func, kf.args, PREFIX + "patch_stage", stage_buffers=buffers,
-                                   preamble=kf.preamble, ops=sorted(stage)))
-            continue
-        if op.kind == "reshape" or i in fused_add:
-            continue
-        scratch, ops = None, [i]
-        if op.outputs[0] in live.accumulate:
-            ops.append(consumers[op.outputs[0]][0])
-            kf = accumulate_kernel(graph, op, graph.ops[ops[1]], sched)
-        elif i in live.scratch and op.kind == "depthwise_conv2d":
-            kf, scratch = depthwise_in_place_kernel(graph, op, sched), scratch_name(op.outputs[0])
-        else:  # softmax's row buffers are scratch too
-            kf, scratch = op_kernel(graph, op, sched), scratch_name(op.outputs[0]) if i in live.scratch else None
-        steps.append(_Step(kf.func, kf.args, PREFIX + _c_name(op.name), scratch, preamble=kf.preamble, ops=ops))
-    names = [s.name for s in steps]
-    if len(set(names)) != len(names):  # op names that differ only in punctuation
-        for k, s in enumerate(steps):
-            s.name = f"{s.name}_{k}"
-    return steps
 
 
 def _check_stage_buffers(kernel: CKernel, buffers: dict[str, str], sizes: dict[str, int]) -> None:
@@ -199,20 +190,6 @@ def _check_stage_buffers(kernel: CKernel, buffers: dict[str, str], sizes: dict[s
             raise PatchnetError(f"patch stage buffer '{buf}' is {nbytes:,} B; the memory plan gives "
                                 f"'{alloc}' {sizes.get(alloc, 0):,} B (a planner/TIR mismatch: choose another "
                                 "--patches or --split, and report it)")
-
-
-def _dedupe(steps: list[_Step]) -> list[str]:
-    """Kernel name per step: the first step whose PrimFunc is structurally equal."""
-    firsts: dict[int, list[_Step]] = {}
-    out = []
-    for s in steps:
-        bucket = firsts.setdefault(tvm_ffi.structural_hash(s.func), [])
-        same = next((f for f in bucket if tvm_ffi.structural_equal(f.func, s.func)), None)
-        if same is None:
-            bucket.append(s)
-            same = s
-        out.append(same.name)
-    return out
 
 
 def _tensor_ref(g: Graph, name: str, offsets: dict[str, int]) -> str:
@@ -255,10 +232,6 @@ class _Weights:
 def _c_int(v: int) -> str:
     # -2147483648 is not an int literal in C (it is -(2147483648), a long): spell INT32_MIN
     return "(-2147483647 - 1)" if v == -(1 << 31) else str(v)
-
-
-def _c_name(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 def _header(guard: str, include: str, lines: list[str]) -> str:

@@ -32,10 +32,10 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field, replace
 
-from ..analysis.liveness import analyze
 from ..errors import PatchnetError
+from ..execution import ExecutionPlan, Step, plan_execution
 from ..graph import Graph
-from ..patch.planner import PatchPlan, patch_graph
+from ..patch.planner import PatchPlan
 from .arena import DEFAULT_ALIGNMENT, ArenaPlanner, create
 
 
@@ -89,23 +89,29 @@ class MemoryPlan:
 
 
 def plan_memory(graph: Graph, plan: PatchPlan | None = None, kind: str = "greedy",
-                alignment: int = DEFAULT_ALIGNMENT, input_mode: str | None = None, **options) -> MemoryPlan:
+                alignment: int = DEFAULT_ALIGNMENT, input_mode: str | None = None,
+                execution: ExecutionPlan | None = None, **options) -> MemoryPlan:
     """Plan the arena of ``graph`` (patched by ``plan`` if given) with planner ``kind``
     (``greedy``, ``milp``, ``linear``; ``options`` go to the planner). ``input_mode`` defaults to
-    ``"patch"`` with a plan, ``"full"`` without; the other modes' arenas are planned too."""
+    ``"patch"`` with a plan, ``"full"`` without; the other modes' arenas are planned too.
+    ``execution``: the kernel calls whose buffers are placed (the code generator passes the one it
+    emits; default: :func:`~tvm_patchnet.execution.plan_execution` of ``graph`` and ``plan``)."""
+    exe = execution or plan_execution(graph, plan)
+    if exe.graph is not graph or exe.patch is not plan:
+        raise PatchnetError("plan_memory: the execution plan is of another graph or patch plan")
     modes = ("patch", "full", "none") if plan is not None else ("full", "none")
     mode = input_mode or modes[0]
     if mode not in modes:
         raise PatchnetError(f"input_mode '{mode}' does not apply here; choose one of {', '.join(modes)}")
     results = {}
     for m in modes:
-        allocs = _allocations(graph, plan, m)
+        allocs = _allocations(exe, m)
         planner = create(kind, alignment, **options)
         results[m] = _place(planner, allocs), allocs
     (arena, allocs) = results[mode]
     for a in allocs:
         a.offset = arena.offsets[a.name]
-    peak = plan.peak_bytes if plan is not None else analyze(graph, in_place=True).peak_bytes  # = profile's
+    peak = plan.peak_bytes if plan is not None else exe.liveness.peak_bytes  # = profile's
     note = arena.note
     if arena.arena_bytes > peak:
         bound = arena.lower_bound_bytes
@@ -128,44 +134,38 @@ def _place(planner: ArenaPlanner, allocs: list[Allocation]):
     return planner.plan()
 
 
-def scratch_name(output: str) -> str:
-    """Allocation name of the scratch of the kernel that writes tensor ``output``."""
-    return output + "#scratch"
-
-
-def _allocations(graph: Graph, plan: PatchPlan | None, mode: str) -> list[Allocation]:
+def _allocations(exe: ExecutionPlan, mode: str) -> list[Allocation]:
     """Every tensor and kernel scratch the arena holds, with its span and host, for one input mode."""
-    full = analyze(graph, in_place=True)
+    graph, plan, full = exe.graph, exe.patch, exe.liveness
     if plan is None:
         kept = {n: graph.t(n).nbytes for n in full.span if mode != "none" or n not in graph.inputs}
-        return _from_liveness(graph, full, kept)
+        return _from_liveness(full, kept, exe.steps)
     k = len(plan.stage_ops)
     stage_in, stage_out = plan.stage_input, plan.stage_output
     if full.span[stage_in][1] >= k:
         raise PatchnetError(f"{graph.name}: the input '{stage_in}' is read after the patch stage; "
                             "patch-based inference needs it only in the stage")
-    pg = patch_graph(graph, plan)
-    patch = analyze(pg, in_place=True)
+    patch = exe.stage_liveness
+    pg = exe.stage_graph
     sizes = {n: pg.t(n).nbytes for n in patch.span if n != stage_out and (mode != "none" or n != stage_in)}
     if mode == "full":  # the whole input, alive through every tile's reads of it
         sizes[stage_in] = graph.t(stage_in).nbytes
     # A tile may overwrite its own input patch in place, never the whole input: others read its halo.
-    stage = _from_liveness(pg, patch, sizes, solo={stage_in} if mode == "full" else set())
+    stage = _from_liveness(patch, sizes, exe.stage_steps, solo={stage_in} if mode == "full" else set())
     stage = [replace(a, first=-1, last=k - 1) if a.name == stage_in and mode == "full"
              # the copy out of an uneven tile's buffer (patch graph op k) ends stage op k - 1
              else replace(a, first=min(a.first, k - 1), last=min(a.last, k - 1)) for a in stage]
     # The rest: whole-graph tensors alive after the stage. The stage output holds the earlier
     # tiles' results while a later tile loads its input (-1) and runs.
     rest = {n for n, (_, last) in full.span.items() if last >= k and (n == stage_out or full.span[n][0] >= k)}
-    out = _from_liveness(graph, full, {n: graph.t(n).nbytes for n in rest}, first_op=k)
+    out = _from_liveness(full, {n: graph.t(n).nbytes for n in rest}, exe.steps[1:])
     return stage + [replace(a, first=-1) if a.name == stage_out else a for a in out]
 
 
-def _from_liveness(graph: Graph, live, sizes: dict[str, int], solo: Container[str] = (),
-                   first_op: int = 0) -> list[Allocation]:
+def _from_liveness(live, sizes: dict[str, int], steps: list[Step], solo: Container[str] = ()) -> list[Allocation]:
     """Allocations of the tensors in ``sizes`` (bytes) with their liveness spans, then the scratch
-    of ops ``first_op..``; the first tensor of each liveness buffer hosts the others, except
-    ``solo`` tensors, which share with nothing."""
+    of ``steps``; the first tensor of each liveness buffer hosts the others, except ``solo``
+    tensors, which share with nothing."""
     out, hosts = [], {}
     for b in live.buffers:
         for n in b.tensors:
@@ -175,7 +175,8 @@ def _from_liveness(graph: Graph, live, sizes: dict[str, int], solo: Container[st
             out.append(Allocation(n, sizes[n], first, last, host=None if n in solo else hosts.get(b.id)))
             if n not in solo:
                 hosts.setdefault(b.id, n)
-    for i, size in sorted(live.scratch.items()):
-        if i >= first_op:
-            out.append(Allocation(scratch_name(graph.ops[i].outputs[0]), size, i, i))
+    for s in steps:
+        if s.scratch is not None:
+            i = s.ops[0]
+            out.append(Allocation(s.scratch, live.scratch[i], i, i))
     return out

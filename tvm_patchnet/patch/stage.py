@@ -7,8 +7,8 @@ Schedule (``tvm.s_tir.Schedule``), the TIR form of MCUNetV2's Figure 3(b):
    inference computes exactly the (overlapping, border-clipped) region each tile needs;
 3. per op, the int32 accumulator is computed at the innermost output loop in "local" scope
    (a register, not a buffer);
-4. in place where the liveness analysis (paper rule, on one patch) shares buffers, so that the
-   generated C can give them one arena offset: an in-place depthwise conv runs channel by
+4. in place where the execution plan's stage steps say (the liveness analysis' decision, paper
+   rule, on one patch), so that the generated C can give the buffers one arena offset: an in-place depthwise conv runs channel by
    channel from a copy of its input channel (a ``global`` plane buffer, the scratch the
    analysis counts); a conv accumulated into a residual skip is inlined into its add, which
    then reads skip element k before writing element k. Elementwise ops need nothing: they read
@@ -35,11 +35,11 @@ import numpy as np
 import tvm
 from tvm import s_tir, te
 
-from ..analysis.liveness import analyze
+from ..execution import ACCUMULATE, DEPTHWISE_IN_PLACE, ExecutionPlan
 from ..graph import Graph
 from ..kernels import lower_op
 from ..kernels.frame import Frame
-from .planner import PatchPlan, patch_graph
+from .planner import PatchPlan
 
 
 @dataclass
@@ -56,17 +56,21 @@ class PatchedStage:
     preamble: tuple[str, ...] = ()
 
 
-def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage", fast: bool = False) -> PatchedStage:
-    """Compose the TE kernels of ``plan``'s stage and schedule them patch by patch. ``fast``: the
-    Cortex-M fast forms where they apply (:mod:`tvm_patchnet.schedules.stage`; their C calls the
-    micro-kernels of ``PatchedStage.preamble``, so only for the C code generator)."""
+def build_stage(execution: ExecutionPlan, name: str = "patch_stage", fast: bool = False) -> PatchedStage:
+    """Compose the TE kernels of the patch stage of ``execution`` (a patched plan) and schedule
+    them patch by patch; which ops run in place is the execution plan's decision (its
+    ``stage_steps``). ``fast``: the Cortex-M fast forms where they apply
+    (:mod:`tvm_patchnet.schedules.stage`; their C calls the micro-kernels of
+    ``PatchedStage.preamble``, so only for the C code generator)."""
+    graph, plan = execution.graph, execution.patch
     x = graph.t(plan.stage_input)
     env = {plan.stage_input: te.placeholder(x.shape, x.dtype, name="stage_input")}
     const_phs, consts, op_names = [], [], []
     frame = Frame({**plan.margins, **_tile_padding(graph, plan)}, plan.fills)
-    live = analyze(patch_graph(graph, plan), in_place=True)  # the planner's and the memory plan's
     ops = [graph.ops[i] for i in plan.stage_ops]
-    in_place_dw = {ops[k].name for k in live.scratch}
+    in_place_dw = {graph.ops[s.ops[0]].name for s in execution.stage_steps if s.kind == DEPTHWISE_IN_PLACE}
+    # accumulated conv -> the residual add it is inlined into
+    adds = {graph.ops[s.ops[0]].name: graph.ops[s.ops[1]] for s in execution.stage_steps if s.kind == ACCUMULATE}
     fast_ops, fast_consts, covered = {}, {}, set()
     for i in plan.stage_ops:
         op = graph.ops[i]
@@ -76,8 +80,7 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage", fast: 
         if fast:
             from ..schedules.stage import fast_op
 
-            add = next((o for o in ops if op.outputs[0] in o.inputs), None) \
-                if op.outputs[0] in live.accumulate else None
+            add = adds.get(op.name)
             last = (add or op).name == ops[-1].name
             yn = (add or op).outputs[0]
             cols = plan.tile_hw[1] if last else plan.patch_shapes[yn][2]
@@ -115,9 +118,7 @@ def build_stage(graph: Graph, plan: PatchPlan, name: str = "patch_stage", fast: 
     for fk in fast_ops.values():
         if fk.prepare is not None:
             fk.prepare(sch)
-    consumers = {op.outputs[0]: [o for o in ops if op.outputs[0] in o.inputs] for op in ops}
-    # accumulated conv -> the add it is inlined into
-    fused = {op.name: consumers[op.outputs[0]][0].name for op in ops if op.outputs[0] in live.accumulate}
+    fused = {conv: add.name for conv, add in adds.items()}
     fast_schedules = {n: (lambda s, b, f=f: f.schedule(s, b, fast_consts[f.name])) for n, f in fast_ops.items()}
     planes = _schedule(sch, op_names, plan.patches, in_place_dw, fused, fast_schedules)
     for fk in fast_ops.values():

@@ -3,9 +3,9 @@
 Each module builds a *fast* variant of one kernel kind for the known targets: the same integer
 arithmetic as the plain TE kernel (bit-exact), scheduled with ``tvm.s_tir.Schedule`` for the
 Cortex-M DSP extension (``SMLAD`` / ``SXTB16``: Cortex-M4 and M7), with micro-kernels emitted
-as ``static inline`` C (:attr:`~tvm_patchnet.codegen.c_kernels.KernelFunc.preamble`). A builder
+as ``static inline`` C (:attr:`~tvm_patchnet.schedules.default.KernelFunc.preamble`). A builder
 returns None where its variant does not apply; the code generator then uses the default
-schedule (:mod:`tvm_patchnet.codegen.c_kernels`).
+schedule (:mod:`.default`).
 
 - :mod:`.pointwise`: 1x1 convs, fully connected layers, and a 1x1 conv accumulated into a
   residual buffer, as an int8 GEMM with register blocking;

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from ..codegen.c_kernels import KernelFunc
 from ..graph import Graph, Op
 from ..kernels.conv import _requant_consts
+from .default import KernelFunc
 from .pointwise import (
     COMMON_C,
     Gemm,
@@ -93,7 +93,7 @@ def op_kernel(graph: Graph, op: Op, target: str) -> KernelFunc | None:
 
 def accumulate_kernel(graph: Graph, conv: Op, add: Op, target: str) -> KernelFunc | None:
     """A regular conv2d and the residual add of its output as one kernel, or None: the contract
-    of :func:`tvm_patchnet.codegen.c_kernels.accumulate_kernel` (output over the skip input,
+    of :func:`tvm_patchnet.schedules.default.accumulate_kernel` (output over the skip input,
     each skip element read right before it is written; the conv reads only its own input, which
     the liveness analysis guarantees is not the skip)."""
     final = residual_epilogue(graph, conv, add, graph.t(add.outputs[0]).shape)

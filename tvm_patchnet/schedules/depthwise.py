@@ -353,7 +353,7 @@ def tile_width(geo: Geometry) -> int:
 
 
 def _build(graph, op, in_place: bool):
-    from ..codegen.c_kernels import KernelFunc
+    from .default import KernelFunc
 
     xn, yn = op.inputs[0], op.outputs[0]
     x = graph.t(xn)

@@ -38,12 +38,12 @@ import numpy as np
 from tvm import s_tir, te, tirx
 from tvm.script import tirx as T
 
-from ..codegen.c_kernels import KernelFunc
 from ..graph import Graph, Op
 from ..kernels import lower_op
 from ..kernels.conv import _requant_consts
 from ..kernels.elementwise import ADD_LEFT_SHIFT, add_multipliers
 from ..quant import multiply_by_quantized_multiplier
+from .default import KernelFunc
 
 #: |acc + bias'| (after the left shift) must stay below this for the fast requantization (see module doc)
 ACC_BOUND = 1 << 29
@@ -542,7 +542,7 @@ def op_kernel(graph: Graph, op: Op, target: str) -> KernelFunc | None:
 
 def accumulate_kernel(graph: Graph, conv: Op, add: Op, target: str) -> KernelFunc | None:
     """A 1x1 conv and the residual add of its output in one kernel (the contract of
-    :func:`tvm_patchnet.codegen.c_kernels.accumulate_kernel`: callable with the output over the
+    :func:`tvm_patchnet.schedules.default.accumulate_kernel`: callable with the output over the
     skip input; each element of skip is read right before the same element is written), or None.
     The add runs per element in registers after the tile's requantized conv output
     (:func:`residual_epilogue`)."""

@@ -288,22 +288,6 @@ def _finish_gemm(sch, acc_name: str, mb: int, nb: int, k: int, depth: int) -> No
         sch.unroll(lp)
 
 
-def init_outside_reductions(sch):
-    """``codegen.c_kernels._init_outside_reductions`` for a stage with fast forms: their
-    tensorized accumulators are initialized already (no ``init`` left to decompose)."""
-    import tvm_ffi
-    from tvm import s_tir
-
-    names: list = []
-    tvm_ffi.structural_walk(sch.mod["main"].body, (s_tir.SBlock, lambda b: names.append(b.name_hint)))
-    for name in names:
-        blk = sch.get_sblock(name)
-        n_red = sum(int(iv.iter_type) != 0 for iv in sch.get(blk).iter_vars)
-        if n_red and sch.get(blk).init is not None:
-            sch.decompose_reduction(blk, sch.get_loops(blk)[-n_red])
-    return sch.mod["main"]
-
-
 # ----------------------------------------------------------------------------- depthwise
 def _depthwise(graph, op, frame: Frame, stage_input: str, in_place: bool) -> FastStageOp | None:
     """The fast depthwise conv, or None: reading the stage input (its borders would need the tap
