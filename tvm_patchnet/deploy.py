@@ -107,8 +107,8 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
         info = emit_c(graph, src, plan, planner, target)
-        _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes,
-                         hint=_hint_spec(model, resolution, width, calibration, mean, std, board), planner=planner)
+        spec = _hint_spec(model, resolution, width, calibration, mean, std, board)
+        _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes, hint=spec, planner=planner)
         inc = os.path.join(tmp, "codegen", "host", "include")
         os.makedirs(inc)
         for f in os.listdir(src):
@@ -133,7 +133,10 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
             "profile": {"peak_bytes": report.peak_bytes, "peak_bytes_no_inplace": report.peak_bytes_no_inplace,
                         "total_macs": report.total_macs},
             "patch": plan.to_json() if plan else None,
-            "source": _store_source(model, graph, resolution, width, tmp),
+            # compile_args: the user's model spec and flags, for hints that run as printed
+            "source": {**_store_source(model, graph, resolution, width, tmp),
+                       **({"compile_args": spec[:-2]} if spec else {})},
+            **({"note": report.note} if report.note else {}),
         }
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f, indent=2)
@@ -363,7 +366,8 @@ def run_timeout(meta: dict, counter: str | None, cpu_hz: int) -> float:
 
 def run_model(archive: str, board: str | None = None, memory_map: str | None = None,
               x: np.ndarray | list | dict | None = None, repeat: int = 1, check: bool = False, work_dir: str | None = None,
-              timeout: float | None = None, profile: bool = False, check_float: bool = False) -> RunReport:
+              timeout: float | None = None, profile: bool = False, check_float: bool = False,
+              serial_port: str | None = None, serial_number: str | None = None) -> RunReport:
     """Build ``archive`` for ``board`` (default: the one it was compiled for), run it ``repeat``
     times on inputs ``x`` and measure it.
 
@@ -378,7 +382,8 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
     ``check_float``: also run the float model the archive was compiled from (ONNX / PyTorch) on
     the host, on the same input (an int8 input dequantized), and compare it with the board's
     outputs, dequantized (``RunReport.float_reference``); an archive without a float model is a
-    one-line error before any build.
+    one-line error before any build. ``serial_port`` / ``serial_number``: Nucleo boards, which
+    serial device / which ST-LINK (default: the one connected).
     """
     from . import micro
 
@@ -394,18 +399,23 @@ def run_model(archive: str, board: str | None = None, memory_map: str | None = N
             raise PatchnetError(f"{archive}: compiled before per-kernel profiles (metadata version "
                                 f"{meta['version']}): recompile it with this patchnet to use --profile")
         board = board or meta["board"]
+        serial = {k: v for k, v in (("serial_port", serial_port), ("serial_number", serial_number)) if v}
+        if serial and not board.startswith("nucleo-"):
+            raise PatchnetError(f"--{next(iter(serial)).replace('_', '-')} applies to Nucleo boards, not {board}")
         if check_float:
             _require_float_model(meta, archive)
         xs = model_inputs(meta, x)
         ref_graph = _source_graph(meta, model_dir) if check else None  # a bad stored graph fails before the build
         project = os.path.join(work, "project")
         micro.create_project(os.path.join(model_dir, "codegen", "host", "src"), board, project,
-                             memory_map=memory_map, **({"profile": True} if profile else {}))
+                             memory_map=memory_map, **({"profile": True} if profile else {}), **serial)
         try:
             with progress.task(f"building the firmware for {board}"):
                 micro.build(project)
         except micro.DoesNotFit as e:
-            hint = _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - e.sram_excess) if e.sram_excess else ""
+            spec = meta["source"].get("compile_args")
+            hint = _fit_hint(_source_graph(meta, model_dir), meta["arena_bytes"] - e.sram_excess,
+                             spec and [*spec, "--board", meta["board"]], meta["planner"]) if e.sram_excess else ""
             raise micro.DoesNotFit(f"{e}{hint}", e.sram_excess, e.flash_excess) from None
         except micro.BuildFailed as e:
             hint = "" if work_dir else " (or run with --keep-build DIR)"

@@ -18,6 +18,7 @@ refused with one line before any analysis runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,6 +209,23 @@ class Graph:
         for n in self.outputs:
             if n not in known:
                 raise PatchnetError(f"{src}: graph output '{printable(n)}' is never produced")
+
+    def renamed(self, names: dict[str, str]) -> Graph:
+        """This graph with tensors renamed per ``names`` (old -> new); a new name another tensor
+        already has is left out (the tensor keeps its old one)."""
+        taken = set(self.tensors) - set(names)
+        names = {a: b for a, b in names.items() if a in self.tensors and b not in taken and a != b}
+        if len(set(names.values())) != len(names):
+            raise PatchnetError(f"{self.name}: two tensors cannot both be renamed to one name")
+
+        def r(n: str) -> str:
+            return names.get(n, n) if n else n
+
+        tensors = {r(n): dataclasses.replace(t, name=r(n)) for n, t in self.tensors.items()}
+        ops = [dataclasses.replace(op, inputs=[r(n) for n in op.inputs], outputs=[r(n) for n in op.outputs])
+               for op in self.ops]
+        return dataclasses.replace(self, tensors=tensors, ops=ops, inputs=[r(n) for n in self.inputs],
+                                   outputs=[r(n) for n in self.outputs])
 
     def tensor_label(self, name: str) -> str:
         """``tensor 7 'conv1/weights'`` (the index is the source file's, when known)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,12 +50,18 @@ def test_help_is_fast_and_works():
     assert r.returncode == 0 and "profile" in r.stdout
 
 
+#: what progress prints on a non-terminal for long work (tvm_patchnet.progress), before an error
+PROGRESS_LINE = re.compile(r"( \.\.\.|: done in \d+\.\d s)$")
+
+
 def _one_line_error(capsys, *argv) -> str:
+    """The error, one line; before it only progress lines (what was running when it failed)."""
     code, out, err = run_cli(capsys, *argv)
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
+    assert len(lines) >= 1 and all(PROGRESS_LINE.search(x) for x in lines[:-1]), err
+    assert lines[-1].startswith("patchnet "), err
+    return lines[-1]
 
 
 def test_unknown_architecture(capsys):
@@ -105,3 +112,28 @@ def test_wrong_input_shape_and_dtype():
         run_graph(g, [np.zeros((1, 10, 49, 1), np.int8)])
     with pytest.raises(PatchnetError, match="dtype float32, expected int8"):
         run_graph(g, [np.zeros((1, 49, 10, 1), np.float32)])
+
+
+def test_readme_json_table_lists_every_key(capsys):
+    """The README's --json table names exactly the keys ``profile --json`` prints."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    table = text.split("### `--json` (stable, version 1)", 1)[1].split("\n## ", 1)[0]
+    documented = {k.strip("`[]") for row in table.splitlines() if row.startswith("| `")
+                  for k in row.split("|")[1].replace(" ", "").split(",")}
+    _, out, _ = run_cli(capsys, "profile", "mobilenetv2", "--patches", "2", "--split", "2", "--json")
+    assert documented == set(json.loads(out))
+
+
+def test_readme_layout_lists_every_module():
+    """Every module and package of tvm_patchnet appears in the README's layout table."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    table = root.joinpath("README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(?:tvm_patchnet/)?([a-z_]+)(?:\.py|/)`", table))
+    pkg = root / "tvm_patchnet"
+    modules = {p.stem for p in pkg.glob("*.py") if p.stem != "__init__"} | {p.name for p in pkg.iterdir()
+                                                                             if (p / "__init__.py").exists()}
+    assert not modules - named, sorted(modules - named)

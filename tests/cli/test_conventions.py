@@ -114,3 +114,22 @@ def test_a_model_from_a_file_is_named_after_the_file(capsys, tmp_path):
 def test_verbose_and_quiet_anywhere(argv):
     args = build_parser().parse_args(argv)
     assert args.verbose == ("-v" in argv) and args.quiet == ("-q" in argv)
+
+
+def test_serial_port_reaches_a_nucleo_project_and_is_refused_on_qemu(capsys, tmp_path, monkeypatch):
+    from tvm_patchnet import micro
+
+    tar = tmp_path / "m.tar"
+    assert run_cli(capsys, "compile", model_path(HELLO), "-o", str(tar))[0] == 0
+    line = _one_line_error(capsys, "run", str(tar), "--serial-port", "/dev/ttyACM0")
+    assert "--serial-port applies to Nucleo boards, not qemu-m4" in line
+    seen = {}
+
+    def create(src, board, project, memory_map=None, **options):
+        seen.update(board=board, **options)
+        raise PatchnetError("stop here")
+
+    monkeypatch.setattr(micro, "create_project", create)
+    _one_line_error(capsys, "run", str(tar), "--board", "nucleo-f412zg", "--serial-port", "/dev/ttyACM1",
+                    "--serial-number", "0669FF")
+    assert seen == {"board": "nucleo-f412zg", "serial_port": "/dev/ttyACM1", "serial_number": "0669FF"}

@@ -4,6 +4,8 @@ host reference, and one-line errors."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import tarfile
 
 import numpy as np
@@ -96,4 +98,12 @@ def test_layer_by_layer_mbv2_does_not_fit_an_f412_and_says_what_would(capsys, tm
     tar = tmp_path / "mbv2.tar"
     assert run_cli(capsys, "compile", "mbv2-w0.35-r144", "-o", str(tar))[0] == 0
     line = _one_line_error(capsys, "run", str(tar), "--memory-map", "nucleo-f412zg")
-    assert "does not fit" in line and "262,144 B of SRAM by" in line and "recompile the model with '--patches" in line
+    assert "does not fit" in line and "262,144 B of SRAM by" in line
+    # the hint is the user's own command, runnable as printed, and the setting it names fits
+    hint = re.search(r"try '(patchnet compile mbv2-w0\.35-r144 --patches (\d+) --split (\d+) --board qemu-m4)'",
+                     line)
+    assert hint, line
+    fixed = tmp_path / "fixed.tar"
+    argv = shlex.split(hint.group(1))[1:]
+    assert run_cli(capsys, *argv, "-o", str(fixed))[0] == 0
+    assert run_cli(capsys, "run", str(fixed), "--memory-map", "nucleo-f412zg")[0] == 0

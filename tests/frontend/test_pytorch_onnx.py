@@ -134,9 +134,13 @@ def test_onnx_float_graph_matches_torch(mbv2, tmp_path):
     # The TorchScript exporter needs no onnxscript (not installed); dynamo=True would.
     path = str(tmp_path / "mbv2.onnx")
     x = _data(8)
-    torch.onnx.export(mbv2, (torch.from_numpy(x[:1]),), path, dynamo=False)
+    torch.onnx.export(mbv2, (torch.from_numpy(x[:1]),), path, dynamo=False, input_names=["image"],
+                      output_names=["logits"])
     g = import_onnx(path)
     np.testing.assert_allclose(run_float(g, _nhwc(x))[0], _torch(mbv2, x), rtol=1e-4, atol=1e-4)
+    assert (g.inputs, g.outputs) == (["image"], ["logits"])  # the names the user's code knows
+    qg = quantize(g, _data(8, seed=2))
+    assert (qg.inputs, qg.outputs) == (["image"], ["logits"])  # and the int8 graph keeps them
 
 
 def test_int8_graph_tracks_float_model(mbv2):

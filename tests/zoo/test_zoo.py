@@ -212,3 +212,12 @@ def test_random_weight_activations_stay_spread():
     trace = run_graph(g, [x], trace=True)
     levels = {op.name: len(np.unique(trace[op.outputs[0]])) for op in g.ops if op.kind != "reshape"}
     assert min(levels.values()) >= 32, sorted(levels.items(), key=lambda kv: kv[1])[:5]
+
+
+def test_int4_designs_say_they_are_profiled_in_int8(capsys):
+    from tvm_patchnet.cli.main import main
+
+    assert main(["profile", "mcunet-256kb-1mb-int4"]) == 0
+    out = capsys.readouterr().out
+    assert "note: mcunet-256kb-1mb-int4 is MCUNet's int4 design, built, profiled and compiled in int8" in out
+    assert main(["profile", "mcunet-256kb-1mb"]) == 0 and "note:" not in capsys.readouterr().out

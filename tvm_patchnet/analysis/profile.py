@@ -70,6 +70,8 @@ class ProfileReport:
     blocks: list[BlockReport]
     layers: list[LayerReport]
     patch: dict | None = None
+    #: what the figures do not say by themselves (e.g. an int4 design profiled in int8), or ""
+    note: str = ""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -123,4 +125,5 @@ def profile(graph: Graph) -> ProfileReport:
         weight_bytes=sum(la.weight_bytes for la in layers),
         blocks=blocks,
         layers=layers,
+        note=graph.meta.get("note", ""),
     )

@@ -42,11 +42,13 @@ def drive_compile(args: argparse.Namespace) -> int:
     how = "layer by layer" if not m["patch"] else (
         f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")
     print(f"compiled {m['model']} for {m['target']} ({m['board']}), {how}: arena {m['arena_bytes']:,} B "
-          f"({m['planner']}; liveness bound {m['arena_lower_bound_bytes']:,} B), weights {m['weight_bytes']:,} B, "
+          f"({m['planner']}; liveness bound {m['arena_lower_bound_bytes']:,} B), constants {m['weight_bytes']:,} B (weights, biases, requantization), "
           f"{m['kernels']} kernels -> {res.path}")
     cal = m["source"].get("calibration")
     if cal and cal["source"] != "random":
         print(f"quantized on {cal['samples']} calibration input(s) from {cal['source']}")
     if res.note:
         print(f"patches: {res.note}")
+    if m.get("note"):
+        print(f"note: {m['note']}")
     return 0

@@ -125,7 +125,8 @@ def format_report(r) -> str:
         "   [paper's rule: in-place depthwise and residual add]"),
         (f"layer by layer, plain   {r.peak_bytes_no_inplace:>12,} B  ({_kb(r.peak_bytes_no_inplace)} kB)"
         "   [every tensor its own buffer]"),
-        f"MACs {r.total_macs:,} ({r.total_macs / 1e6:.1f} M)   weights {r.weight_bytes:,} B ({_kb(r.weight_bytes)} kB)",
+        f"MACs {r.total_macs:,} ({r.total_macs / 1e6:.1f} M)   weights + biases {r.weight_bytes:,} B ({_kb(r.weight_bytes)} kB)",
+        *([f"note: {r.note}"] if r.note else []),
         *_patch_lines(r.patch),
         "",
         f"{'block':>5} {'layers':>6} {'peak kB':>9} {'plain kB':>9} {'MACs (M)':>9} {'weights kB':>10}",

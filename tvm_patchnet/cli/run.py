@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="seconds one run may take before the board counts as stalled (default: from the model's MACs)")
+    p.add_argument("--serial-port", metavar="DEVICE",
+                   help="Nucleo boards: the serial device (default: the one ST-LINK virtual COM port)")
+    p.add_argument("--serial-number", metavar="SN", help="Nucleo boards: the ST-LINK serial number, to pick one of "
+                                                          "several connected boards")
     p.add_argument("--keep-build", metavar="DIR", help="keep the extracted model and the board project (build log, "
                                                        "firmware) in DIR, a new or empty folder")
     p.set_defaults(drive=drive_run)
@@ -50,7 +54,7 @@ def drive_run(args: argparse.Namespace) -> int:
         raise PatchnetError("--repeat must be >= 1")
     rep = run_model(args.archive, board=args.board, memory_map=args.memory_map, x=x, repeat=args.repeat,
                     check=args.check, work_dir=args.keep_build, timeout=args.timeout, profile=args.profile,
-                    check_float=args.check_float)
+                    check_float=args.check_float, serial_port=args.serial_port, serial_number=args.serial_number)
     if args.json:
         print(json.dumps(rep.to_json()))
     else:
@@ -62,7 +66,7 @@ def drive_run(args: argparse.Namespace) -> int:
         print(f"ran on {where}: {speed}")
         print(f"SRAM {rep.sram_bytes:,} B measured (.data + .bss + peak stack) = arena {rep.arena_bytes:,} "
               f"(predicted {rep.predicted_arena_bytes:,}; inputs and outputs inside) + stack {rep.stack_peak_bytes:,} "
-              f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B = weights "
+              f"+ RPC/firmware {rep.other_sram_bytes:,}; flash {rep.flash_bytes:,} B = constants "
               f"{rep.weight_bytes:,} + code {rep.code_bytes:,}")
         gap = rep.arena_bytes - rep.planner_peak_bytes
         why = ("" if not gap else ": the whole input stays in the arena through the patch stage (the planner "

@@ -264,6 +264,9 @@ def _model_h(graph: Graph, arena: int, n_calls: int) -> str:
 #define TVMGEN_OUTPUT_BYTES {sum(graph.t(n).nbytes for n in graph.outputs)}
 /* Bytes of the static arena inside model.c: every activation, the inputs and outputs included. */
 #define TVMGEN_ARENA_BYTES {arena}
+/* Each input / output k: TVMGEN_INPUTk_ / TVMGEN_OUTPUTk_ DIMS, SHAPE (NHWC), IS_FLOAT (0: int8),
+   and for int8 SCALE and ZERO_POINT: real value = SCALE * (q - ZERO_POINT). */
+{_tensor_macros(graph)}
 /* Kernel calls per run. Built with -DTVMGEN_PROFILE, the run calls tvmgen_profile_mark() (defined
    by the firmware) before the first one and after each: TVMGEN_NUM_CALLS + 1 marks. */
 #define TVMGEN_NUM_CALLS {n_calls}
@@ -289,6 +292,18 @@ int tvmgen_default_run(const void *const *inputs, void *const *outputs);
 
 #endif  /* TVMGEN_DEFAULT_MODEL_H_ */
 """
+
+
+def _tensor_macros(graph: Graph) -> str:
+    lines = []
+    for kind, names in (("INPUT", graph.inputs), ("OUTPUT", graph.outputs)):
+        for k, n in enumerate(names):
+            t, p = graph.t(n), f"#define TVMGEN_{kind}{k}_"
+            lines += [f"{p}DIMS {len(t.shape)}", f"{p}SHAPE {{{', '.join(map(str, t.shape))}}}",
+                      f"{p}IS_FLOAT {int(t.dtype == 'float32')}"]
+            if t.is_quantized:  # %.9g: the float32 scale exactly
+                lines += [f"{p}SCALE {float(np.float32(t.s)):.9g}f", f"{p}ZERO_POINT ({t.zp})"]
+    return "\n".join(lines)
 
 
 def _describe(t) -> str:

@@ -8,6 +8,8 @@ float graph, so PyTorch and ONNX models share one conversion path. Quantize the 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..analysis.blocks import assign_blocks
@@ -89,9 +91,14 @@ def import_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     if missing:
         raise UnsupportedOpsError(path, missing)
     try:
-        mod = from_onnx(model, shape_dict={inputs[0].name: dims})
+        with warnings.catch_warnings():  # "Renaming name input.1 to input_1": TVM's own affair, not the user's
+            warnings.simplefilter("ignore", UserWarning)
+            mod = from_onnx(model, shape_dict={inputs[0].name: dims})
     except Exception as e:
         raise PatchnetError(f"{path}: TVM could not import the model: {_one_line(e)}") from e
     g = relax_to_float_graph(mod, model.graph.name or "onnx_model", path)
+    # the model's own input and output names, as a user's runtime code knows them
+    outs = [o.name for o in model.graph.output]
+    g = g.renamed({g.inputs[0]: inputs[0].name, **(dict(zip(g.outputs, outs)) if len(outs) == len(g.outputs) else {})})
     assign_blocks(g)
     return g

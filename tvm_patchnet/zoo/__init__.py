@@ -80,4 +80,8 @@ def get_architecture(name: str, resolution: int | None = None, width: float | No
         close = difflib.get_close_matches(key, [*_ARCHS, *_ALIASES], n=1, cutoff=0.6)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise PatchnetError(f"unknown architecture '{name}'{hint}; known: {', '.join(list_architectures())}")
-    return _ARCHS[key](resolution, width, seed)
+    graph = _ARCHS[key](resolution, width, seed)
+    if key.endswith("-int4"):
+        graph.meta["note"] = (f"{key} is MCUNet's int4 design, built, profiled and compiled in int8 here: its "
+                              "weights take 2x the bytes they would in int4 (activations are int8 in both)")
+    return graph
