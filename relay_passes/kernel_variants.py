@@ -41,17 +41,19 @@ class KernelVariants:
 @tvm.transform.module_pass(opt_level=0, name="ApplySchedules")
 class ApplySchedules:
     """Give every step of ``execution`` its ``target`` schedule (one of
-    :data:`tvm_patchnet.schedules.KNOWN_TARGETS`)."""
+    :data:`tvm_patchnet.schedules.KNOWN_TARGETS`); ``tuned``: step name -> the kernel tuning
+    chose for it (:mod:`tvm_patchnet.tune`), used instead."""
 
-    def __init__(self, execution: ExecutionPlan, target: str):
+    def __init__(self, execution: ExecutionPlan, target: str, tuned: dict | None = None):
         self.execution = execution
         self.schedules = schedules.create(target)
+        self.tuned = tuned or {}
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
         exe = self.execution
         with progress.task("scheduling kernels", len(exe.steps), "kernels") as advance:
             def kernel(step):
-                kf = step_kernel(exe, step, self.schedules)
+                kf = self.tuned.get(step.name) or step_kernel(exe, step, self.schedules)
                 advance()
                 return kf
 

@@ -60,8 +60,12 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
                   patches=None, split=None, sram_bytes: int | None = None, resolution: int | None = None,
                   width: float | None = None, planner: str = "greedy", calibration=None,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                  warn: Callable[[str], None] | None = None) -> CompileResult:
+                  warn: Callable[[str], None] | None = None, tuning_records: str | None = None) -> CompileResult:
     """Compile ``model`` to ``out_path`` (.tar, .tar.gz / .tgz or a folder).
+
+    ``tuning_records``: records from :func:`tvm_patchnet.tune.tune_model` (``patchnet tune``) for
+    ``board``: each tunable kernel takes its best measured schedule, the others the default one
+    (``metadata["tuning"]`` says how many were tuned).
 
     ``model``: a model file, a built-in name, or an int8 :class:`Graph` (e.g. quantized in Python
     with :func:`tvm_patchnet.ptq.quantize`). ``calibration`` / ``mean`` / ``std`` / ``warn``: how a
@@ -106,7 +110,13 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
     report = profile(graph)
     with tempfile.TemporaryDirectory(prefix="patchnet-compile-") as tmp:
         src = os.path.join(tmp, "codegen", "host", "src")
-        info = emit_c(graph, src, plan, planner, target)
+        tuned, tuning = None, None
+        if tuning_records is not None:
+            from .tune import tuned_kernels
+
+            tuned, n, m = tuned_kernels(graph, plan, board, tuning_records)
+            tuning = {"records": os.path.basename(tuning_records), "tuned": n, "tunable": m}
+        info = emit_c(graph, src, plan, planner, target, tuned)
         spec = _hint_spec(model, resolution, width, calibration, mean, std, board)
         _check_board_fit(graph, board, info.arena_bytes, info.weight_bytes, hint=spec, planner=planner)
         inc = os.path.join(tmp, "codegen", "host", "include")
@@ -137,6 +147,7 @@ def compile_model(model: str | Graph, out_path: str, target: str | None = None, 
             "source": {**_store_source(model, graph, resolution, width, tmp),
                        **({"compile_args": spec[:-2]} if spec else {})},
             **({"note": report.note} if report.note else {}),
+            **({"tuning": tuning} if tuning else {}),
         }
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f, indent=2)

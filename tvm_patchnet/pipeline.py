@@ -27,8 +27,10 @@ from .lower import to_relax
 from .patch.planner import PatchPlan
 
 
-def passes(execution: ExecutionPlan, target: str | None = None) -> tvm.transform.Sequential:
-    """The pipeline's passes for ``execution``; without ``target``, the target-independent ones."""
+def passes(execution: ExecutionPlan, target: str | None = None, tuned: dict | None = None
+           ) -> tvm.transform.Sequential:
+    """The pipeline's passes for ``execution``; without ``target``, the target-independent ones.
+    ``tuned``: step name -> tuned kernel (:func:`tvm_patchnet.tune.tuned_kernels`)."""
     from relay_passes import ApplySchedules, KernelVariants, PatchBasedInference
 
     seq = []
@@ -36,16 +38,16 @@ def passes(execution: ExecutionPlan, target: str | None = None) -> tvm.transform
         seq.append(PatchBasedInference(execution.graph, execution.patch, execution))
     seq.append(KernelVariants(execution))
     if target is not None:
-        seq.append(ApplySchedules(execution, target))
+        seq.append(ApplySchedules(execution, target, tuned))
     return tvm.transform.Sequential(seq, name="patchnet")
 
 
-def lower(graph: Graph, patch: PatchPlan | None = None, target: str | None = None
+def lower(graph: Graph, patch: PatchPlan | None = None, target: str | None = None, tuned: dict | None = None
           ) -> tuple[tvm.IRModule, ExecutionPlan]:
     """The Relax module of ``graph`` after the pipeline (patched per ``patch``; with ``target``'s
-    schedules if given), and the execution plan it follows."""
+    schedules if given, tuned kernels first), and the execution plan it follows."""
     execution = plan_execution(graph, patch)
-    return passes(execution, target)(to_relax(graph)), execution
+    return passes(execution, target, tuned)(to_relax(graph)), execution
 
 
 def run_host(graph: Graph, inputs: list[np.ndarray], patch: PatchPlan | None = None) -> list[np.ndarray]:

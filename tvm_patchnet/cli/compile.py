@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                         "+ 4 KB minimum stack fits SIZE (e.g. 256KB); layer by layer if that fits")
     p.add_argument("--planner", default="greedy", choices=["greedy", "milp"],
                    help="arena placement: greedy by size, or exact (MILP) where the graph is small enough")
+    p.add_argument("--tuning-records", metavar="FILE.jsonl",
+                   help="records from 'patchnet tune' for this board: tuned kernels take their best schedule")
     p.add_argument("-o", "--output", default="model.tar",
                    help="output .tar, .tar.gz / .tgz, or a folder; never replaces anything but an earlier output")
     p.set_defaults(drive=drive_compile)
@@ -37,7 +39,8 @@ def drive_compile(args: argparse.Namespace) -> int:
                         patches=parse_auto("--patches", args.patches), split=parse_auto("--split", args.split),
                         sram_bytes=parse_size("--sram", args.sram) if args.sram is not None else None,
                         resolution=args.resolution, width=args.width, planner=args.planner,
-                        calibration=args.calibration, mean=args.mean, std=args.std, warn=warn_of(args))
+                        calibration=args.calibration, mean=args.mean, std=args.std, warn=warn_of(args),
+                        tuning_records=args.tuning_records)
     m = res.metadata
     how = "layer by layer" if not m["patch"] else (
         f"{m['patch']['patches']}x{m['patch']['patches']} patches over blocks 0..{m['patch']['split'] - 1}")
@@ -49,6 +52,10 @@ def drive_compile(args: argparse.Namespace) -> int:
         print(f"quantized on {cal['samples']} calibration input(s) from {cal['source']}")
     if res.note:
         print(f"patches: {res.note}")
+    if m.get("tuning"):
+        t = m["tuning"]
+        print(f"tuning records {t['records']}: {t['tuned']} of {t['tunable']} tunable kernels tuned for {m['board']} "
+              "(the others: default schedules)")
     if m.get("note"):
         print(f"note: {m['note']}")
     return 0

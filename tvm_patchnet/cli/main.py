@@ -16,8 +16,9 @@ from . import compile as compile_cmd
 from . import micro as micro_cmd
 from . import profile as profile_cmd
 from . import run as run_cmd
+from . import tune as tune_cmd
 
-_COMMANDS = [profile_cmd, compile_cmd, run_cmd, micro_cmd]
+_COMMANDS = [profile_cmd, compile_cmd, tune_cmd, run_cmd, micro_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,9 +16,10 @@ __all__ = ["CModelInfo", "emit_c"]
 
 
 def emit_c(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy",
-           target: str = "cortex-m4") -> CModelInfo:
+           target: str = "cortex-m4", tuned: dict | None = None) -> CModelInfo:
     """Write the C model of ``graph`` to ``out_dir``; with ``plan``, its first blocks run patch by
     patch inside one kernel; ``planner`` places the arena (``greedy`` or ``milp``). Returns sizes
     (bytes) and the memory plan the arena follows. ``target``: whose kernel schedules to use
-    (:data:`tvm_patchnet.schedules.KNOWN_TARGETS`)."""
-    return write_c_model(graph, out_dir, plan, planner, target)
+    (:data:`tvm_patchnet.schedules.KNOWN_TARGETS`); ``tuned``: step name -> tuned kernel, used
+    instead (:func:`tvm_patchnet.tune.tuned_kernels`)."""
+    return write_c_model(graph, out_dir, plan, planner, target, tuned)

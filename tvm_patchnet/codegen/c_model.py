@@ -100,13 +100,13 @@ class _Call:
 
 
 def write_c_model(graph: Graph, out_dir: str, plan: PatchPlan | None = None, planner: str = "greedy",
-                  target: str = "cortex-m4") -> CModelInfo:
+                  target: str = "cortex-m4", tuned: dict | None = None) -> CModelInfo:
     """Emit the C model of ``graph`` (patch stage per ``plan`` if given) into ``out_dir``: the
     module of :func:`tvm_patchnet.pipeline.lower` for ``target``, one C call per ``call_tir``. The
     arena is placed by ``planner`` (``greedy`` or ``milp``, see ``tvm_patchnet.memory``) from the
-    same execution plan."""
+    same execution plan. ``tuned``: step name -> tuned kernel (:mod:`tvm_patchnet.tune`)."""
     _check_edges(graph)
-    mod, exe = lower(graph, plan, target)
+    mod, exe = lower(graph, plan, target, tuned)
     mem = plan_memory(graph, plan, kind=planner, alignment=DEFAULT_ALIGNMENT, input_mode="full", execution=exe)
     offsets, sizes = mem.offsets, {a.name: a.size for a in mem.allocations}
     calls = _module_calls(mod, exe)

@@ -326,17 +326,29 @@ def schedule_gemm(sch: s_tir.Schedule, out_block, acc_block, mb: int, nb: int, k
     padding guards), as :func:`gemm_te` writes it. ``tests/schedules/test_pointwise.py`` runs
     this on a 4-D conv under a row-tile loop.
     """
+    po, co = tile_gemm(sch, out_block, acc_block, [None, mb], [None, nb], per_channel)
+    tensorize_gemm(sch, acc_block, mb, nb, k, _depth(sch, co))
+    return po, co
+
+
+def tile_gemm(sch: s_tir.Schedule, out_block, acc_block, pixel_factors, channel_factors,
+              per_channel: tuple[tuple[str, int], ...] = (), channels_outer: bool = False):
+    """The loop half of :func:`schedule_gemm`: ``out_block``'s last two loops split by
+    ``pixel_factors`` / ``channel_factors`` (``[outer, inner]``: ints, or a tuner's sampled
+    factors), the accumulator per tile in ``local`` scope, the elementwise blocks per element,
+    per-channel tables copied per channel tile; :func:`tensorize_gemm` then makes the tile one
+    micro-kernel call. ``channels_outer``: the channel-tile loop outside the pixel-tile loop
+    (the tables loaded once per channel tile, for every pixel tile; default: inside). Returns
+    the outer and inner tile loops."""
     loops = sch.get_loops(out_block)
     p, c = loops[-2], loops[-1]
-    po, pi = sch.split(p, [None, mb])
-    co, ci = sch.split(c, [None, nb])
-    sch.reorder(po, co, pi, ci)
+    po, pi = sch.split(p, pixel_factors)
+    co, ci = sch.split(c, channel_factors)
+    outer, inner = (co, po) if channels_outer else (po, co)
+    sch.reorder(outer, inner, pi, ci)
     _elementwise_in_registers(sch, out_block, acc_block, ci)
-    sch.compute_at(acc_block, co)
+    sch.compute_at(acc_block, inner)
     sch.set_scope(acc_block, 0, "local")
-    tile = sch.get_loops(acc_block)[_depth(sch, co):]
-    init = sch.decompose_reduction(acc_block, tile[0])
-    sch.tensorize(tile[0], gemm_intrinsic(mb, nb, k))
     # after the accumulation (compute_at inserts before the first consumer): loaded after the
     # micro-kernel, the constants do not hold registers during the reduction
     for name, idx in per_channel:
@@ -344,10 +356,20 @@ def schedule_gemm(sch: s_tir.Schedule, out_block, acc_block, mb: int, nb: int, k
         sch.compute_at(cached, co, preserve_unit_loops=True)
         for lp in sch.get_loops(cached)[_depth(sch, co):]:
             sch.unroll(lp)
-    for lp in [*sch.get_loops(init)[_depth(sch, co):], pi, ci]:
+    for lp in (pi, ci):
+        sch.unroll(lp)
+    return outer, inner
+
+
+def tensorize_gemm(sch: s_tir.Schedule, acc_block, mb: int, nb: int, k: int, depth: int) -> None:
+    """The accumulator tile under the first ``depth`` loops (down to the channel-tile loop) as
+    one ``pn_gemm_{mb}x{nb}`` call; its init unrolled (mb x nb stores)."""
+    tile = sch.get_loops(acc_block)[depth:]
+    init = sch.decompose_reduction(acc_block, tile[0])
+    sch.tensorize(tile[0], gemm_intrinsic(mb, nb, k))
+    for lp in sch.get_loops(init)[depth:]:
         sch.unroll(lp)
     _refresh_dependencies(sch)
-    return po, co
 
 
 def _refresh_dependencies(sch: s_tir.Schedule) -> None:

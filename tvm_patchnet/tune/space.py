@@ -1,0 +1,181 @@
+"""Design spaces: the knobs of the Cortex-M schedules as MetaSchedule search spaces.
+
+A :class:`Task` is one distinct kernel of a model (steps whose workloads are structurally equal
+are one task, weighted by how many steps run it). Its workload is the fast form's compute before
+any schedule (the same integer arithmetic for every candidate: only loop structure changes, so
+every candidate is bit-exact by construction and tests check it). The design space samples the
+knobs with MetaSchedule instructions (``sample_perfect_tile``), so that the evolutionary search
+can mutate a candidate's decisions and replay its trace; a post-processor then makes the part no
+trace can express (the tensorized micro-kernel, whose name depends on the sampled tile).
+
+Knobs today, per kind of step:
+
+- 1x1 conv / fully connected (``op`` steps, :mod:`~tvm_patchnet.schedules.pointwise`): the GEMM
+  register tile, pixels x output channels (the default schedule's choice is
+  :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model; the tuner measures), and
+  the loop order: pixel tiles outside (default) or inside the channel tiles.
+
+Other kernels (depthwise, gathered convs, the patch stage) keep their default schedules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, te, tirx
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from ..execution import OP, PREFIX, ExecutionPlan, Step
+from ..graph import Graph
+from ..schedules import pointwise
+from ..schedules.default import KernelFunc
+
+#: name of the output block of every workload (the accumulator is ``OUT + "_acc"``)
+OUT = "gemm"
+
+
+@dataclass
+class Task:
+    """One distinct kernel to tune: its workload and how a scheduled candidate becomes a kernel."""
+
+    name: str
+    workload: tirx.PrimFunc
+    #: the steps (of the model's execution plan) that run this kernel
+    steps: list[Step]
+    #: per step name: the kernel's arguments (activation input, constants, output), as bound
+    args: dict[str, list]
+    #: the reduction length (the micro-kernel's k)
+    k: int
+
+    @property
+    def weight(self) -> int:
+        return len(self.steps)
+
+    def space(self) -> ms.space_generator.ScheduleFn:
+        """The MetaSchedule design space (tile sampling) with its post-processor (tensorize)."""
+        return ms.space_generator.ScheduleFn(
+            _gemm_space, sch_rules=[], postprocs=[TensorizeGemm(self.k)],
+            mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+
+    def kernel(self, func: tirx.PrimFunc, step: Step) -> KernelFunc:
+        """A tuned candidate (a scheduled workload) as the kernel of ``step`` (one of ``steps``)."""
+        mb, nb = gemm_tile(func)
+        return KernelFunc(func, self.args[step.name], (pointwise.COMMON_C, pointwise.gemm_microkernel_c(mb, nb)))
+
+
+def tasks(execution: ExecutionPlan) -> list[Task]:
+    """The model's tunable kernels, one task per distinct workload, in first-use order."""
+    graph = execution.graph
+    found: list[Task] = []
+    for step in execution.steps:
+        t = _gemm_task(graph, step)
+        if t is None:
+            continue
+        same = next((f for f in found if tvm_ffi.structural_equal(f.workload, t.workload)), None)
+        if same is not None:
+            same.steps.append(step)
+            same.args.update(t.args)
+        else:
+            found.append(t)
+    return found
+
+
+def _gemm_task(graph: Graph, step: Step) -> Task | None:
+    if step.kind != OP:
+        return None
+    op = graph.ops[step.ops[0]]
+    g = pointwise.match_gemm(graph, op) if op.kind in ("conv2d", "fully_connected") else None
+    rq = pointwise.requant_table(g) if g is not None else None
+    if rq is None:
+        return None
+    x, w, q, out = pointwise.gemm_te(g, rq, OUT)
+    func = te.create_prim_func([x, w, q, out])
+    name = f"{step.name.removeprefix(PREFIX)}_{g.pixels}x{g.co}x{g.k}"
+    return Task(name, func, [step], {step.name: [g.x, g.w, rq.table, step.output]}, g.k)
+
+
+def _gemm_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+    """Two design spaces, pixel tiles outside or inside channel tiles (the requantization
+    tables loaded per tile or once per channel tile); in each, the register tile sampled
+    (pixels x channels, inner factors up to 4 and 5). The micro-kernel call is
+    :class:`TensorizeGemm`'s."""
+    spaces = []
+    for channels_outer in (False, True):
+        s = sch.copy()
+        out, acc = s.get_sblock(OUT), s.get_sblock(OUT + "_acc")
+        p, c = s.get_loops(out)[-2:]
+        fp = s.sample_perfect_tile(p, n=2, max_innermost_factor=4)
+        fc = s.sample_perfect_tile(c, n=2, max_innermost_factor=5)
+        reads = [r.source.name for r in s.get(out).reads]
+        pointwise.tile_gemm(s, out, acc, fp, fc, per_channel=((OUT, reads.index("q")),), channels_outer=channels_outer)
+        spaces.append(s)
+    return spaces
+
+
+def default_schedule(task: Task, mod: tvm.IRModule) -> s_tir.Schedule:
+    """The default schedule of ``task``'s workload ``mod`` as a traced schedule (a point of the
+    design space: pixel tiles outer, :func:`pointwise.choose_tile`'s register tile): seeded into
+    the records with its measured count, so tuning never settles on anything slower."""
+    sch = s_tir.Schedule(mod)
+    out, acc = sch.get_sblock(OUT), sch.get_sblock(OUT + "_acc")
+    pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(out)[-2:])
+    mb, nb = pointwise.choose_tile(pixels, channels)
+    reads = [r.source.name for r in sch.get(out).reads]
+    pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
+    pointwise.tensorize_gemm(sch, acc, mb, nb, task.k, len(sch.get_loops(out)) - 2)
+    return sch
+
+
+def gemm_tile(func: tirx.PrimFunc) -> tuple[int, int]:
+    """(pixels, channels) of the register tile of a scheduled GEMM workload: the extents of its
+    output block's two innermost loops."""
+    sch = s_tir.Schedule(func)
+    mb, nb = (int(sch.get(lp).extent) for lp in sch.get_loops(sch.get_sblock(OUT))[-2:])
+    return mb, nb
+
+
+def describe(func: tirx.PrimFunc) -> str:
+    """``2x2`` (the register tile), ``, channel tiles outer`` when the channel-tile loop is the
+    outer one (the workload's axes are named p and c)."""
+    sch = s_tir.Schedule(func)
+    loops = sch.get_loops(sch.get_sblock(OUT))
+    mb, nb = gemm_tile(func)
+    outer = str(sch.get(loops[-4]).loop_var.name) if len(loops) >= 4 else ""
+    return f"{mb}x{nb}" + (", channel tiles outer" if outer.startswith("c") else "")
+
+
+@derived_object
+class TensorizeGemm(ms.postproc.PyPostproc):
+    """The sampled tile's accumulator as one ``pn_gemm_{mb}x{nb}`` call; a tile with more
+    accumulators than the registers hold is rejected (as :func:`pointwise.choose_tile` rules)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, sch: s_tir.Schedule) -> bool:
+        loops = sch.get_loops(sch.get_sblock(OUT))
+        mb, nb = (int(sch.get(lp).extent) for lp in loops[-2:])
+        if mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1):
+            return False
+        pointwise.tensorize_gemm(sch, sch.get_sblock(OUT + "_acc"), mb, nb, self.k, len(loops) - 2)
+        return True
+
+    def clone(self) -> TensorizeGemm:
+        return TensorizeGemm(self.k)
+
+
+def target_of(board: str) -> tvm.target.Target:
+    """The target tuning records are keyed by: MetaSchedule needs an llvm target (it refuses
+    ``c``); the core's, with the board as a key so records of two boards never mix."""
+    from ..archive.layout import TARGET_BOARDS
+
+    core = next(t for t, boards in TARGET_BOARDS.items() if board in boards)
+    return tvm.target.Target({"kind": "llvm", "mtriple": "thumbv7em-none-eabi", "mcpu": core, "mattr": ["+dsp"],
+                              "num-cores": 1, "keys": ["arm_cpu", "cpu", f"patchnet-{board}"]})
