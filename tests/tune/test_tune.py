@@ -1,0 +1,134 @@
+"""Tuning (``tvm_patchnet.tune``, ``patchnet tune``): every point of the design space is
+bit-exact; on qemu-m4, candidates are measured, records are JSON lines that survive a killed
+run, and ``compile --tuning-records`` builds the best schedules, bit-exact on the board."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tvm
+
+from tests.cli.test_cli import run_cli
+from tests.codegen.cmodel import compile_c, run_c
+from tests.micro.conftest import NEEDS_GCC, NEEDS_QEMU
+from tvm_patchnet.builder import GraphBuilder
+from tvm_patchnet.codegen import emit_c
+from tvm_patchnet.execution import plan_execution
+from tvm_patchnet.runtime import run_graph
+from tvm_patchnet.schedules import pointwise
+from tvm_patchnet.tune import space
+from tvm_patchnet.tune.measure import step_graph
+
+
+def _model():
+    """Two 1x1 convs of different shapes (two tasks), an odd pixel count (15 = 3 x 5) and one
+    channel count that 5 divides."""
+    b = GraphBuilder("pw2", (1, 3, 5, 12), seed=3)
+    x = b.conv2d(b.inputs[0], 20, 1, act="relu")
+    x = b.conv2d(x, 8, 1, act=None)
+    return b.finish(x)
+
+
+def _candidates(task: space.Task):
+    """Every point of the task's design space (register tile x loop order), scheduled."""
+    mod = tvm.IRModule({"main": task.workload})
+    sch0 = tvm.s_tir.Schedule(mod)
+    pixels, channels = (int(sch0.get(lp).extent) for lp in sch0.get_loops(sch0.get_sblock(space.OUT))[-2:])
+    for mb, nb, outer in itertools.product(range(1, 5), range(1, 6), (False, True)):
+        if pixels % mb or channels % nb or mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1):
+            continue
+        sch = tvm.s_tir.Schedule(mod)
+        out, acc = sch.get_sblock(space.OUT), sch.get_sblock(space.OUT + "_acc")
+        reads = [r.source.name for r in sch.get(out).reads]
+        pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], ((space.OUT, reads.index("q")),), outer)
+        pointwise.tensorize_gemm(sch, acc, mb, nb, task.k, len(sch.get_loops(out)) - 2)
+        yield (mb, nb, outer), sch.mod["main"]
+
+
+def test_every_point_of_the_design_space_is_bit_exact(tmp_path):
+    g = _model()
+    tasks = space.tasks(plan_execution(g))
+    assert [len(t.steps) for t in tasks] == [1, 1]
+    x = np.random.default_rng(0).integers(-128, 128, g.t(g.inputs[0]).shape, dtype=np.int8)
+    seen = 0
+    for task in tasks:
+        step = task.steps[0]
+        sub = step_graph(g, step)
+        xs = [x] if sub.inputs == g.inputs else [run_graph(g, [x], trace=True)[sub.inputs[0]]]
+        want = run_graph(sub, xs)[0]
+        for (mb, nb, outer), func in _candidates(task):
+            assert space.describe(func) == f"{mb}x{nb}" + (", channel tiles outer" if outer else "")
+            out = tmp_path / f"{step.name}-{mb}x{nb}-{outer}"
+            emit_c(sub, str(out), tuned={step.name: task.kernel(func, step)})
+            np.testing.assert_array_equal(run_c(compile_c(str(out)), sub, xs)[0], want)
+            seen += 1
+    assert seen >= 12
+
+
+def test_the_seeded_default_is_the_default_kernel(tmp_path):
+    """The default schedule seeded into the records emits the default kernel's C (its block
+    names aside): its measured count is the default's."""
+    g = _model()
+    for task in space.tasks(plan_execution(g)):
+        step = task.steps[0]
+        op, sub = g.ops[step.ops[0]], step_graph(g, step)
+        func = space.default_schedule(task, tvm.IRModule({"main": task.workload})).mod["main"]
+        gm = pointwise.match_gemm(g, op)
+        assert space.describe(func) == "{}x{}".format(*pointwise.choose_tile(gm.pixels, gm.co))
+        emit_c(sub, str(tmp_path / "default"))
+        emit_c(sub, str(tmp_path / "seeded"), tuned={step.name: task.kernel(func, step)})
+        default = (tmp_path / "default" / "kernels.c").read_text().replace(op.name, space.OUT)
+        assert (tmp_path / "seeded" / "kernels.c").read_text().replace(op.name, space.OUT) == default
+
+
+@pytest.mark.slow
+@NEEDS_GCC
+@NEEDS_QEMU
+def test_tune_then_compile_with_records_is_bit_exact_on_the_board(tmp_path):
+    from tvm_patchnet.deploy import compile_model, run_model
+    from tvm_patchnet.tune import tune_model
+
+    g = _model()
+    records = tmp_path / "tune.jsonl"
+    rep = tune_model(g, "qemu-m4", trials=8, records=str(records))
+    assert len(rep.tasks) == 2 and all(0 < t.best_count <= t.default_count for t in rep.tasks), rep
+    lines = records.read_text().splitlines()
+    assert len(lines) >= 2 + 2 and all(json.loads(ln) for ln in lines)  # the two seeded defaults, then trials
+    # again: it resumes from the records (the best so far stays), the defaults are not seeded twice
+    rep2 = tune_model(g, "qemu-m4", trials=4, records=str(records))
+    assert all(b.best_count <= a.best_count for a, b in zip(rep.tasks, rep2.tasks))
+    more = records.read_text().splitlines()
+    assert len(more) > len(lines) and sum('"SamplePerfectTile"' not in ln for ln in more) == 2
+    res = compile_model(g, str(tmp_path / "m.tar"), tuning_records=str(records))
+    assert res.metadata["tuning"] == {"records": "tune.jsonl", "tuned": 2, "tunable": 2}
+    assert run_model(str(tmp_path / "m.tar"), check=True).reference_match
+
+
+@pytest.mark.slow
+@NEEDS_GCC
+@NEEDS_QEMU
+def test_a_killed_tune_keeps_every_record(capsys, tmp_path):
+    from tests.conftest import model_path
+
+    model = model_path("mlperftiny_kws_ref_model.tflite")
+    records = tmp_path / "tune.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "tvm_patchnet.cli.main", "tune", model, "--trials", "200",
+                             "--records", str(records)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while (not records.exists() or len(records.read_text().splitlines()) < 4) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "patchnet tune: interrupted", err
+    lines = records.read_text().splitlines()
+    assert len(lines) >= 4 and all(json.loads(ln) for ln in lines)  # whole lines only
+    code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
+    assert code == 0 and "2 of 2 tunable kernels tuned" in out
