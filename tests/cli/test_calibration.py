@@ -209,7 +209,8 @@ def test_calibrated_onnx_on_qemu_matches_float(trained, capsys, tmp_path):
     assert "quantized on 64 calibration input(s) from calib.npz" in out
     meta = _metadata(tar)
     assert meta["source"] == {"file": "src/model.onnx", "graph": "src/graph.npz",
-                              "calibration": {"source": "calib.npz", "samples": 64}}
+                              "calibration": {"source": "calib.npz", "samples": 64},
+                              "compile_args": [onnx_path, "--calibration", calib]}  # for hints that run
     with tarfile.open(tar) as t:  # the float model travels whole: its external weights embedded
         assert "src/graph.npz" in t.getnames() and t.getmember("src/model.onnx").size > 10_000
     i = int(np.flatnonzero(ytest == 1)[0])

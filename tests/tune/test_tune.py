@@ -22,16 +22,17 @@ from tvm_patchnet.builder import GraphBuilder
 from tvm_patchnet.codegen import emit_c
 from tvm_patchnet.execution import plan_execution
 from tvm_patchnet.runtime import run_graph
-from tvm_patchnet.schedules import pointwise
+from tvm_patchnet.schedules import depthwise, pointwise
 from tvm_patchnet.tune import space
 from tvm_patchnet.tune.measure import step_graph
 
 
 def _model():
-    """Two 1x1 convs of different shapes (two tasks), an odd pixel count (15 = 3 x 5) and one
-    channel count that 5 divides."""
+    """Two 1x1 convs of different shapes, an odd pixel count (15 = 3 x 5) and one channel count
+    that 5 divides, and an in-place depthwise 3x3 between them: three tasks."""
     b = GraphBuilder("pw2", (1, 3, 5, 12), seed=3)
     x = b.conv2d(b.inputs[0], 20, 1, act="relu")
+    x = b.depthwise_conv2d(x, 3)
     x = b.conv2d(x, 8, 1, act=None)
     return b.finish(x)
 
@@ -52,10 +53,16 @@ def _candidates(task: space.Task):
         yield (mb, nb, outer), sch.mod["main"]
 
 
+def _depthwise_candidates(task: space.Task):
+    mod = tvm.IRModule({"main": task.workload})
+    for sch in space._depthwise_spaces(task.dw, tvm.s_tir.Schedule(mod)):
+        yield space.describe(sch.mod["main"]), sch.mod["main"]
+
+
 def test_every_point_of_the_design_space_is_bit_exact(tmp_path):
     g = _model()
     tasks = space.tasks(plan_execution(g))
-    assert [len(t.steps) for t in tasks] == [1, 1]
+    assert [(t.kind, len(t.steps)) for t in tasks] == [("gemm", 1), ("depthwise", 1), ("gemm", 1)]
     x = np.random.default_rng(0).integers(-128, 128, g.t(g.inputs[0]).shape, dtype=np.int8)
     seen = 0
     for task in tasks:
@@ -63,13 +70,16 @@ def test_every_point_of_the_design_space_is_bit_exact(tmp_path):
         sub = step_graph(g, step)
         xs = [x] if sub.inputs == g.inputs else [run_graph(g, [x], trace=True)[sub.inputs[0]]]
         want = run_graph(sub, xs)[0]
-        for (mb, nb, outer), func in _candidates(task):
-            assert space.describe(func) == f"{mb}x{nb}" + (", channel tiles outer" if outer else "")
-            out = tmp_path / f"{step.name}-{mb}x{nb}-{outer}"
+        points = _candidates(task) if task.kind == "gemm" else _depthwise_candidates(task)
+        for knobs, func in points:
+            if task.kind == "gemm":
+                knobs = f"{knobs[0]}x{knobs[1]}" + (", channel tiles outer" if knobs[2] else "")
+            assert space.describe(func) == knobs
+            out = tmp_path / f"{step.name}-{len(list(tmp_path.iterdir()))}"
             emit_c(sub, str(out), tuned={step.name: task.kernel(func, step)})
             np.testing.assert_array_equal(run_c(compile_c(str(out)), sub, xs)[0], want)
             seen += 1
-    assert seen >= 12
+    assert seen >= 12 + 4  # gemm tiles x orders, depthwise tiles x borders (a 5-wide map)
 
 
 def test_the_seeded_default_is_the_default_kernel(tmp_path):
@@ -79,13 +89,17 @@ def test_the_seeded_default_is_the_default_kernel(tmp_path):
     for task in space.tasks(plan_execution(g)):
         step = task.steps[0]
         op, sub = g.ops[step.ops[0]], step_graph(g, step)
-        func = space.default_schedule(task, tvm.IRModule({"main": task.workload})).mod["main"]
-        gm = pointwise.match_gemm(g, op)
-        assert space.describe(func) == "{}x{}".format(*pointwise.choose_tile(gm.pixels, gm.co))
+        func = task.default_schedule(tvm.IRModule({"main": task.workload})).mod["main"]
+        if task.kind == "gemm":
+            gm = pointwise.match_gemm(g, op)
+            assert space.describe(func) == "{}x{}".format(*pointwise.choose_tile(gm.pixels, gm.co))
+        else:
+            assert space.describe(func).startswith(f"tile {depthwise.tile_width(task.dw.geo)}")
         emit_c(sub, str(tmp_path / "default"))
         emit_c(sub, str(tmp_path / "seeded"), tuned={step.name: task.kernel(func, step)})
-        default = (tmp_path / "default" / "kernels.c").read_text().replace(op.name, space.OUT)
-        assert (tmp_path / "seeded" / "kernels.c").read_text().replace(op.name, space.OUT) == default
+        name = space.OUT if task.kind == "gemm" else space.DW
+        default = (tmp_path / "default" / "kernels.c").read_text().replace(op.name, name)
+        assert (tmp_path / "seeded" / "kernels.c").read_text().replace(op.name, name) == default
 
 
 @pytest.mark.slow
@@ -98,16 +112,23 @@ def test_tune_then_compile_with_records_is_bit_exact_on_the_board(tmp_path):
     g = _model()
     records = tmp_path / "tune.jsonl"
     rep = tune_model(g, "qemu-m4", trials=8, records=str(records))
-    assert len(rep.tasks) == 2 and all(0 < t.best_count <= t.default_count for t in rep.tasks), rep
+    assert len(rep.tasks) == 3 and all(0 < t.best_count <= t.default_count for t in rep.tasks), rep
     lines = records.read_text().splitlines()
-    assert len(lines) >= 2 + 2 and all(json.loads(ln) for ln in lines)  # the two seeded defaults, then trials
+    assert len(lines) >= 3 + 2 and all(json.loads(ln) for ln in lines)  # the three seeded defaults, then trials
     # again: it resumes from the records (the best so far stays), the defaults are not seeded twice
     rep2 = tune_model(g, "qemu-m4", trials=4, records=str(records))
     assert all(b.best_count <= a.best_count for a, b in zip(rep.tasks, rep2.tasks))
-    more = records.read_text().splitlines()
-    assert len(more) > len(lines) and sum('"SamplePerfectTile"' not in ln for ln in more) == 2
+    assert len(records.read_text().splitlines()) > len(lines)
+    from tvm_patchnet.tune import _database, _workload
+
+    db = _database(str(records), create=False)
+    for task in space.tasks(plan_execution(g)):  # each default schedule recorded once
+        mod = _workload(task)
+        default = task.default_schedule(mod).trace.as_python()
+        recs = db.get_top_k(db.commit_workload(mod), 1 << 20)
+        assert sum(r.trace.as_python() == default for r in recs) == 1, task.name
     res = compile_model(g, str(tmp_path / "m.tar"), tuning_records=str(records))
-    assert res.metadata["tuning"] == {"records": "tune.jsonl", "tuned": 2, "tunable": 2}
+    assert res.metadata["tuning"] == {"records": "tune.jsonl", "tuned": 3, "tunable": 3}
     assert run_model(str(tmp_path / "m.tar"), check=True).reference_match
 
 
@@ -131,4 +152,4 @@ def test_a_killed_tune_keeps_every_record(capsys, tmp_path):
     lines = records.read_text().splitlines()
     assert len(lines) >= 4 and all(json.loads(ln) for ln in lines)  # whole lines only
     code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
-    assert code == 0 and "2 of 2 tunable kernels tuned" in out
+    assert code == 0 and " of 3 tunable kernels tuned" in out

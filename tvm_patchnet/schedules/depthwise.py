@@ -44,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 from tvm import s_tir, te, tirx
 from tvm.tirx import const
 
@@ -343,18 +344,45 @@ def tile_width(geo: Geometry) -> int:
     tile of 4 (3.28 -> 2.85 at 3x3); at stride 2 a 3x3 tile of 2 already spills its 15-value
     window (3.99 -> 4.81), while a 7x7 tile of 3 still gains (3.27 -> 2.97). Not for dilated
     windows, and the tile's window stays small (it is meant to live in registers)."""
-    (kh, kw), (dh, dw), sw = geo.kernel, geo.dilation, geo.strides[1]
+    kw, dw, sw = geo.kernel[1], geo.dilation[1], geo.strides[1]
     if dw > 1:  # dilated: neighbouring outputs share few window columns
         return 1
     tile = 4 if sw == 1 else 1 if kw <= 3 else 3
-    while tile > 1 and ((kh - 1) * dh + 1) * ((tile - 1) * sw + kw) > 256:  # a register tile, not an array
+    while tile > 1 and not tile_fits(geo, tile):
         tile -= 1
     return tile
 
 
-def _build(graph, op, in_place: bool):
-    from .default import KernelFunc
+def tile_fits(geo: Geometry, tile: int) -> bool:
+    """A tile's window is a register tile, not an array: at most 256 values."""
+    (kh, kw), (dh, _), sw = geo.kernel, geo.dilation, geo.strides[1]
+    return ((kh - 1) * dh + 1) * ((tile - 1) * sw + kw) <= 256
 
+
+@dataclass
+class Workload:
+    """A depthwise conv's fast form before any schedule: the PrimFunc, the arguments it is
+    called with (input, constants, output), its geometry, and the names the schedule needs."""
+
+    func: tvm.tirx.PrimFunc
+    args: list
+    geo: Geometry
+    name: str
+    in_place: bool
+
+    def schedule(self, sch: s_tir.Schedule, tile: int | None = None, border_unroll_taps: int = 49) -> s_tir.Schedule:
+        """:func:`schedule_depthwise` of this workload (``tile``: default :func:`tile_width`)."""
+        return schedule_depthwise(sch, sch.get_sblock(self.name), self.geo,
+                                  sch.get_sblock(self.name + "_plane") if self.in_place else None,
+                                  per_channel=("bias", "mult", "right", "rnd"),
+                                  src=(self.name + "_plane") if self.in_place else "x",
+                                  tile=tile_width(self.geo) if tile is None else tile,
+                                  border_unroll_taps=border_unroll_taps)
+
+
+def workload(graph, op, in_place: bool, name: str | None = None) -> Workload | None:
+    """The fast form's workload of depthwise ``op`` (blocks named ``name``, default the op's), or
+    None where the fast form does not apply."""
     xn, yn = op.inputs[0], op.outputs[0]
     x = graph.t(xn)
     if len(x.shape) != 4 or x.shape[0] != 1:  # one image (the fast form's batch is 1)
@@ -362,6 +390,7 @@ def _build(graph, op, in_place: bool):
     consts = fast_consts(graph, op)
     if consts is None:
         return None
+    name = name or op.name
     mult = op.attrs.get("depth_multiplier", 1)
     in_hw = plane_hw(graph, op) if in_place else x.shape[1:3]
     geo = geometry(graph, op, in_hw)
@@ -372,15 +401,20 @@ def _build(graph, op, in_place: bool):
     wt = te.placeholder(consts.weights.shape, "int8", name="w")
     bt, mt, et, rt = (te.placeholder((oc,), _I32, name=n) for n in ("bias", "mult", "right", "rnd"))
     plane = te.compute((1, *in_hw, x.shape[3]), lambda b, p, q, c: xt[b, p, q, c],
-                       name=op.name + "_plane") if in_place else None
-    out = depthwise_compute(plane if in_place else xt, wt, bt, mt, et, rt, geo, op.name, mult)
-    sch = s_tir.Schedule(te.create_prim_func([xt, wt, bt, mt, et, rt, out]))
-    schedule_depthwise(sch, sch.get_sblock(op.name), geo,
-                       sch.get_sblock(op.name + "_plane") if in_place else None,
-                       per_channel=("bias", "mult", "right", "rnd"),
-                       src=(op.name + "_plane") if in_place else "x", tile=tile_width(geo))
-    return KernelFunc(sch.mod["main"], [xn, consts.weights, consts.bias, consts.mult, consts.right, consts.rnd,
-                                        yn], (PREAMBLE_C,))
+                       name=name + "_plane") if in_place else None
+    out = depthwise_compute(plane if in_place else xt, wt, bt, mt, et, rt, geo, name, mult)
+    return Workload(te.create_prim_func([xt, wt, bt, mt, et, rt, out]),
+                    [xn, consts.weights, consts.bias, consts.mult, consts.right, consts.rnd, yn], geo, name, in_place)
+
+
+def _build(graph, op, in_place: bool):
+    from .default import KernelFunc
+
+    w = workload(graph, op, in_place)
+    if w is None:
+        return None
+    sch = w.schedule(s_tir.Schedule(w.func))
+    return KernelFunc(sch.mod["main"], w.args, (PREAMBLE_C,))
 
 
 def op_kernel(graph, op, target):

@@ -99,6 +99,8 @@ def _database(records: str, create: bool) -> ms.database.JSONDatabase:
 
 def _register_intrinsics(k: int) -> None:
     """Every tile's tensor intrinsic, so a record's trace (tensorize by name) replays anywhere."""
+    if not k:  # not a GEMM
+        return
     for mb in range(1, 5):
         for nb in range(1, 6):
             pointwise.gemm_intrinsic(mb, nb, k)
@@ -182,7 +184,7 @@ def _seed_default(db, task: space.Task, target, count: int) -> None:
     """Record the default schedule with its measured count (once per workload and board)."""
     mod = _workload(task)
     workload = db.commit_workload(mod)
-    sch = space.default_schedule(task, mod)
+    sch = task.default_schedule(mod)
     if any(r.trace.as_python() == sch.trace.as_python() for r in db.get_top_k(workload, 1 << 20)):
         return
     db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [float(count)], target,

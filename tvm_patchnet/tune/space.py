@@ -15,7 +15,12 @@ Knobs today, per kind of step:
   :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model; the tuner measures), and
   the loop order: pixel tiles outside (default) or inside the channel tiles.
 
-Other kernels (depthwise, gathered convs, the patch stage) keep their default schedules.
+- depthwise convs, in place (MCUNet's) or not (:mod:`~tvm_patchnet.schedules.depthwise`): the
+  interior register tile's width (outputs per tile along a row; default
+  :func:`~tvm_patchnet.schedules.depthwise.tile_width`) and whether the border tiles are
+  unrolled: one concrete design space per choice.
+
+Other kernels (gathered convs, the patch stage) keep their default schedules.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ from tvm import s_tir, te, tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from ..execution import OP, PREFIX, ExecutionPlan, Step
+from ..execution import DEPTHWISE_IN_PLACE, OP, PREFIX, ExecutionPlan, Step
 from ..graph import Graph
-from ..schedules import pointwise
+from ..schedules import depthwise, pointwise
 from ..schedules.default import KernelFunc
 
-#: name of the output block of every workload (the accumulator is ``OUT + "_acc"``)
+#: name of the output block of every GEMM workload (the accumulator is ``OUT + "_acc"``)
 OUT = "gemm"
+#: name of every depthwise workload's output block
+DW = "dw"
+#: block annotation: a depthwise candidate's knobs, for the report
+KNOBS_ATTR = "patchnet_knobs"
 
 
 @dataclass
@@ -47,21 +56,46 @@ class Task:
     steps: list[Step]
     #: per step name: the kernel's arguments (activation input, constants, output), as bound
     args: dict[str, list]
-    #: the reduction length (the micro-kernel's k)
-    k: int
+    #: "gemm" (1x1 conv / fully connected) or "depthwise"
+    kind: str
+    #: gemm: the reduction length (the micro-kernel's k)
+    k: int = 0
+    #: depthwise: the workload and its geometry
+    dw: depthwise.Workload | None = None
 
     @property
     def weight(self) -> int:
         return len(self.steps)
 
     def space(self) -> ms.space_generator.ScheduleFn:
-        """The MetaSchedule design space (tile sampling) with its post-processor (tensorize)."""
-        return ms.space_generator.ScheduleFn(
-            _gemm_space, sch_rules=[], postprocs=[TensorizeGemm(self.k)],
-            mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+        """The MetaSchedule design space(s) with their post-processors."""
+        if self.kind == "gemm":
+            return ms.space_generator.ScheduleFn(_gemm_space, sch_rules=[], postprocs=[TensorizeGemm(self.k)],
+                                                 mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+        return ms.space_generator.ScheduleFn(lambda sch: _depthwise_spaces(self.dw, sch), sch_rules=[], postprocs=[],
+                                             mutator_probs={})
+
+    def default_schedule(self, mod: tvm.IRModule) -> s_tir.Schedule:
+        """The default schedule of the workload ``mod`` as a traced schedule (a point of the
+        design space): seeded into the records with its measured count, so tuning never settles
+        on anything slower."""
+        sch = s_tir.Schedule(mod)
+        if self.kind == "depthwise":
+            tile = depthwise.tile_width(self.dw.geo)
+            sch.annotate(sch.get_sblock(self.dw.name), KNOBS_ATTR, _dw_knobs(tile, True))
+            return self.dw.schedule(sch, tile)
+        out, acc = sch.get_sblock(OUT), sch.get_sblock(OUT + "_acc")
+        pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(out)[-2:])
+        mb, nb = pointwise.choose_tile(pixels, channels)
+        reads = [r.source.name for r in sch.get(out).reads]
+        pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
+        pointwise.tensorize_gemm(sch, acc, mb, nb, self.k, len(sch.get_loops(out)) - 2)
+        return sch
 
     def kernel(self, func: tirx.PrimFunc, step: Step) -> KernelFunc:
         """A tuned candidate (a scheduled workload) as the kernel of ``step`` (one of ``steps``)."""
+        if self.kind == "depthwise":
+            return KernelFunc(func, self.args[step.name], (depthwise.PREAMBLE_C,))
         mb, nb = gemm_tile(func)
         return KernelFunc(func, self.args[step.name], (pointwise.COMMON_C, pointwise.gemm_microkernel_c(mb, nb)))
 
@@ -71,7 +105,7 @@ def tasks(execution: ExecutionPlan) -> list[Task]:
     graph = execution.graph
     found: list[Task] = []
     for step in execution.steps:
-        t = _gemm_task(graph, step)
+        t = _gemm_task(graph, step) or _depthwise_task(graph, step)
         if t is None:
             continue
         same = next((f for f in found if tvm_ffi.structural_equal(f.workload, t.workload)), None)
@@ -94,7 +128,23 @@ def _gemm_task(graph: Graph, step: Step) -> Task | None:
     x, w, q, out = pointwise.gemm_te(g, rq, OUT)
     func = te.create_prim_func([x, w, q, out])
     name = f"{step.name.removeprefix(PREFIX)}_{g.pixels}x{g.co}x{g.k}"
-    return Task(name, func, [step], {step.name: [g.x, g.w, rq.table, step.output]}, g.k)
+    return Task(name, func, [step], {step.name: [g.x, g.w, rq.table, step.output]}, "gemm", k=g.k)
+
+
+def _depthwise_task(graph: Graph, step: Step) -> Task | None:
+    op = graph.ops[step.ops[0]]
+    if op.kind != "depthwise_conv2d" or step.kind not in (OP, DEPTHWISE_IN_PLACE):
+        return None
+    in_place = step.kind == DEPTHWISE_IN_PLACE
+    if in_place and graph.t(op.outputs[0]).shape[3] != graph.t(op.inputs[0]).shape[3]:
+        return None
+    w = depthwise.workload(graph, op, in_place, name=DW)
+    if w is None:
+        return None
+    (kh, kw), sh = w.geo.kernel, w.geo.strides[0]
+    _, h, wd, c = graph.t(op.inputs[0]).shape
+    name = f"{step.name.removeprefix(PREFIX)}_dw{kh}x{kw}s{sh}_{h}x{wd}x{c}" + ("_in_place" if in_place else "")
+    return Task(name, w.func, [step], {step.name: w.args}, "depthwise", dw=w)
 
 
 def _gemm_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
@@ -115,20 +165,6 @@ def _gemm_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
     return spaces
 
 
-def default_schedule(task: Task, mod: tvm.IRModule) -> s_tir.Schedule:
-    """The default schedule of ``task``'s workload ``mod`` as a traced schedule (a point of the
-    design space: pixel tiles outer, :func:`pointwise.choose_tile`'s register tile): seeded into
-    the records with its measured count, so tuning never settles on anything slower."""
-    sch = s_tir.Schedule(mod)
-    out, acc = sch.get_sblock(OUT), sch.get_sblock(OUT + "_acc")
-    pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(out)[-2:])
-    mb, nb = pointwise.choose_tile(pixels, channels)
-    reads = [r.source.name for r in sch.get(out).reads]
-    pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
-    pointwise.tensorize_gemm(sch, acc, mb, nb, task.k, len(sch.get_loops(out)) - 2)
-    return sch
-
-
 def gemm_tile(func: tirx.PrimFunc) -> tuple[int, int]:
     """(pixels, channels) of the register tile of a scheduled GEMM workload: the extents of its
     output block's two innermost loops."""
@@ -137,9 +173,33 @@ def gemm_tile(func: tirx.PrimFunc) -> tuple[int, int]:
     return mb, nb
 
 
+def _depthwise_spaces(w: depthwise.Workload, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+    """One design space per interior tile width (outputs per register tile along a row, 1 to 4
+    where the window fits in registers) and per border treatment (tiles unrolled or looped):
+    concrete schedules, measured one by one (nothing to sample inside them)."""
+    spaces = []
+    for tile in range(1, 5):
+        if not depthwise.tile_fits(w.geo, tile) or (tile > 1 and w.geo.dilation[1] > 1):
+            continue
+        for unrolled in ((True, False) if tile > 1 else (True,)):
+            s = sch.copy()
+            s.annotate(s.get_sblock(w.name), KNOBS_ATTR, _dw_knobs(tile, unrolled))
+            spaces.append(w.schedule(s, tile, 49 if unrolled else 0))
+    return spaces
+
+
+def _dw_knobs(tile: int, unrolled: bool) -> str:
+    return f"tile {tile}" + ("" if tile == 1 else ", borders unrolled" if unrolled else ", borders looped")
+
+
 def describe(func: tirx.PrimFunc) -> str:
-    """``2x2`` (the register tile), ``, channel tiles outer`` when the channel-tile loop is the
-    outer one (the workload's axes are named p and c)."""
+    """A candidate's knobs: a depthwise conv's as annotated (``tile 2, borders unrolled``); a
+    GEMM's read from its loops: ``2x2`` (the register tile), ``, channel tiles outer`` when the
+    channel-tile loop is the outer one (the workload's axes are named p and c)."""
+    knobs: list = []
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, lambda b: knobs.append(b.annotations.get(KNOBS_ATTR))))
+    if any(knobs):
+        return str(next(k for k in knobs if k))
     sch = s_tir.Schedule(func)
     loops = sch.get_loops(sch.get_sblock(OUT))
     mb, nb = gemm_tile(func)
