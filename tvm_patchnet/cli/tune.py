@@ -48,7 +48,7 @@ def drive_tune(args: argparse.Namespace) -> int:
                           "best_total": rep.best_total, "tasks": [vars(t) for t in rep.tasks]}))
         return 0
     if not rep.tasks:
-        print(f"{graph.name}: no tunable kernel (tunable today: 1x1 convs and fully connected layers outside a "
+        print(f"{graph.name}: no tunable kernel (tunable today: 1x1 convs, fully connected layers and depthwise convs outside a "
               "patch stage)")
         return 0
     unit = "instructions" if rep.board.startswith("qemu") else "cycles"
