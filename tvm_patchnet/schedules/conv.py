@@ -122,7 +122,7 @@ def _build(graph: Graph, op: Op, final=None):
     po, _ = schedule_gemm(sch, sch.get_sblock(result.op.name), sch.get_sblock(op.name + "_acc"), mb, nb, g.k,
                           per_channel=((op.name, reads.index("q")),))
     col = sch.get_sblock(op.name + "_col")
-    sch.compute_at(col, po)  # once per pixel tile, shared by every channel tile
+    sch.compute_at(col, po, preserve_unit_loops=True)  # once per pixel tile, shared by every channel tile
     sch.set_scope(col, 0, "local")
     _gather_by_tap(sch, col, graph.t(op.inputs[1]).shape[1:4])
     return sch.mod["main"], [g.w, rq.table], (COMMON_C, gemm_microkernel_c(mb, nb))

@@ -10,7 +10,8 @@ trace can express (the tensorized micro-kernel, whose name depends on the sample
 
 Knobs today, per kind of step:
 
-- 1x1 conv / fully connected (``op`` steps, :mod:`~tvm_patchnet.schedules.pointwise`): the GEMM
+- convs and fully connected layers as GEMMs (``op`` steps: :mod:`~tvm_patchnet.schedules.pointwise`,
+  and :mod:`~tvm_patchnet.schedules.conv` for windows gathered per pixel tile): the GEMM
   register tile, pixels x output channels (the default schedule's choice is
   :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model; the tuner measures), and
   the loop order: pixel tiles outside (default) or inside the channel tiles.
@@ -20,7 +21,8 @@ Knobs today, per kind of step:
   :func:`~tvm_patchnet.schedules.depthwise.tile_width`) and whether the border tiles are
   unrolled: one concrete design space per choice.
 
-Other kernels (gathered convs, the patch stage) keep their default schedules.
+Other kernels (a conv with the residual add it accumulates into, the patch stage) keep their
+default schedules.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..execution import DEPTHWISE_IN_PLACE, OP, PREFIX, ExecutionPlan, Step
 from ..graph import Graph
+from ..schedules import conv as windows
 from ..schedules import depthwise, pointwise
 from ..schedules.default import KernelFunc
 
@@ -60,6 +63,8 @@ class Task:
     kind: str
     #: gemm: the reduction length (the micro-kernel's k)
     k: int = 0
+    #: gemm over gathered windows (any other conv): the window (kernel rows, columns, channels)
+    window: tuple[int, int, int] | None = None
     #: depthwise: the workload and its geometry
     dw: depthwise.Workload | None = None
 
@@ -70,7 +75,8 @@ class Task:
     def space(self) -> ms.space_generator.ScheduleFn:
         """The MetaSchedule design space(s) with their post-processors."""
         if self.kind == "gemm":
-            return ms.space_generator.ScheduleFn(_gemm_space, sch_rules=[], postprocs=[TensorizeGemm(self.k)],
+            return ms.space_generator.ScheduleFn(lambda sch: _gemm_spaces(sch, self.window), sch_rules=[],
+                                                 postprocs=[TensorizeGemm(self.k, self.window is not None)],
                                                  mutator_probs={ms.mutator.MutateTileSize(): 1.0})
         return ms.space_generator.ScheduleFn(lambda sch: _depthwise_spaces(self.dw, sch), sch_rules=[], postprocs=[],
                                              mutator_probs={})
@@ -87,9 +93,13 @@ class Task:
         out, acc = sch.get_sblock(OUT), sch.get_sblock(OUT + "_acc")
         pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(out)[-2:])
         mb, nb = pointwise.choose_tile(pixels, channels)
+        if self.window is not None and mb * self.k > windows.MAX_GATHER_BYTES:  # as schedules/conv.py
+            mb, nb = 1, pointwise.choose_tile(1, channels)[1]
         reads = [r.source.name for r in sch.get(out).reads]
-        pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
-        pointwise.tensorize_gemm(sch, acc, mb, nb, self.k, len(sch.get_loops(out)) - 2)
+        outer, _ = pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
+        if self.window is not None:
+            _gather(sch, outer, self.window)
+        TensorizeGemm(self.k, self.window is not None).apply(sch)
         return sch
 
     def kernel(self, func: tirx.PrimFunc, step: Step) -> KernelFunc:
@@ -121,14 +131,22 @@ def _gemm_task(graph: Graph, step: Step) -> Task | None:
     if step.kind != OP:
         return None
     op = graph.ops[step.ops[0]]
-    g = pointwise.match_gemm(graph, op) if op.kind in ("conv2d", "fully_connected") else None
+    if op.kind not in ("conv2d", "fully_connected"):
+        return None
+    g = pointwise.match_gemm(graph, op)
+    window = None
+    if g is None and op.kind == "conv2d":  # any other conv: windows gathered per pixel tile
+        g = windows.match_conv(graph, op)
+        window = tuple(int(v) for v in graph.t(op.inputs[1]).shape[1:4]) if g is not None else None
     rq = pointwise.requant_table(g) if g is not None else None
     if rq is None:
         return None
-    x, w, q, out = pointwise.gemm_te(g, rq, OUT)
+    x, w, q, out = pointwise.gemm_te(g, rq, OUT) if window is None else windows.conv_te(graph, op, g, rq, OUT)
     func = te.create_prim_func([x, w, q, out])
-    name = f"{step.name.removeprefix(PREFIX)}_{g.pixels}x{g.co}x{g.k}"
-    return Task(name, func, [step], {step.name: [g.x, g.w, rq.table, step.output]}, "gemm", k=g.k)
+    shape = f"{g.pixels}x{g.co}x{g.k}" if window is None else "{}x{}x{}".format(*graph.t(op.outputs[0]).shape[1:4])
+    name = f"{step.name.removeprefix(PREFIX)}_{shape}" + ("" if window is None else f"_conv{window[0]}x{window[1]}")
+    return Task(name, func, [step], {step.name: [op.inputs[0], g.w, rq.table, step.output]}, "gemm", k=g.k,
+                window=window)
 
 
 def _depthwise_task(graph: Graph, step: Step) -> Task | None:
@@ -147,22 +165,33 @@ def _depthwise_task(graph: Graph, step: Step) -> Task | None:
     return Task(name, w.func, [step], {step.name: w.args}, "depthwise", dw=w)
 
 
-def _gemm_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-    """Two design spaces, pixel tiles outside or inside channel tiles (the requantization
-    tables loaded per tile or once per channel tile); in each, the register tile sampled
-    (pixels x channels, inner factors up to 4 and 5). The micro-kernel call is
-    :class:`TensorizeGemm`'s."""
+def _gemm_spaces(sch: s_tir.Schedule, window) -> list[s_tir.Schedule]:
+    """Pixel tiles outside or inside channel tiles (the requantization tables loaded per tile or
+    once per channel tile), two design spaces; in each, the register tile sampled (pixels x
+    channels, inner factors up to 4 and 5). A gathered conv (``window``) keeps pixel tiles outside
+    (its windows are gathered once per pixel tile). The micro-kernel call is :class:`TensorizeGemm`'s."""
     spaces = []
-    for channels_outer in (False, True):
+    for channels_outer in ((False, True) if window is None else (False,)):
         s = sch.copy()
         out, acc = s.get_sblock(OUT), s.get_sblock(OUT + "_acc")
         p, c = s.get_loops(out)[-2:]
         fp = s.sample_perfect_tile(p, n=2, max_innermost_factor=4)
         fc = s.sample_perfect_tile(c, n=2, max_innermost_factor=5)
         reads = [r.source.name for r in s.get(out).reads]
-        pointwise.tile_gemm(s, out, acc, fp, fc, per_channel=((OUT, reads.index("q")),), channels_outer=channels_outer)
+        outer, _ = pointwise.tile_gemm(s, out, acc, fp, fc, per_channel=((OUT, reads.index("q")),),
+                                       channels_outer=channels_outer)
+        if window is not None:
+            _gather(s, outer, window)
         spaces.append(s)
     return spaces
+
+
+def _gather(sch: s_tir.Schedule, pixel_tile, window) -> None:
+    """A gathered conv's windows once per pixel tile, by tap (as :mod:`.schedules.conv`)."""
+    col = sch.get_sblock(OUT + "_col")
+    # unit loops kept: a replayed trace with another sampled tile must find as many loops
+    sch.compute_at(col, pixel_tile, preserve_unit_loops=True)
+    windows._gather_by_tap(sch, col, window)
 
 
 def gemm_tile(func: tirx.PrimFunc) -> tuple[int, int]:
@@ -212,9 +241,9 @@ class TensorizeGemm(ms.postproc.PyPostproc):
     """The sampled tile's accumulator as one ``pn_gemm_{mb}x{nb}`` call; a tile with more
     accumulators than the registers hold is rejected (as :func:`pointwise.choose_tile` rules)."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, gathered: bool = False):
         super().__init__()
-        self.k = k
+        self.k, self.gathered = k, gathered
 
     def _initialize_with_tune_context(self, context) -> None:
         pass
@@ -222,13 +251,15 @@ class TensorizeGemm(ms.postproc.PyPostproc):
     def apply(self, sch: s_tir.Schedule) -> bool:
         loops = sch.get_loops(sch.get_sblock(OUT))
         mb, nb = (int(sch.get(lp).extent) for lp in loops[-2:])
-        if mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1):
+        if mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1) or (self.gathered and mb * self.k > windows.MAX_GATHER_BYTES):
             return False
         pointwise.tensorize_gemm(sch, sch.get_sblock(OUT + "_acc"), mb, nb, self.k, len(loops) - 2)
+        if self.gathered:  # registers / stack, never an arena buffer (after tensorize: its intrinsic reads global)
+            sch.set_scope(sch.get_sblock(OUT + "_col"), 0, "local")
         return True
 
     def clone(self) -> TensorizeGemm:
-        return TensorizeGemm(self.k)
+        return TensorizeGemm(self.k, self.gathered)
 
 
 def target_of(board: str) -> tvm.target.Target:
