@@ -130,10 +130,13 @@ def test_tune_then_compile_with_records_is_bit_exact_on_the_board(tmp_path):
 
     db = _database(str(records), create=False)
     for task in space.tasks(plan_execution(g)):  # each default schedule recorded once
-        mod = _workload(task)
+        mod = _workload(task, "qemu-m4")
         default = task.default_schedule(mod).trace.as_python()
         recs = db.get_top_k(db.commit_workload(mod), 1 << 20)
         assert sum(r.trace.as_python() == default for r in recs) == 1, task.name
+    from tvm_patchnet.tune import tuned_kernels
+
+    assert tuned_kernels(g, None, "qemu-m7", str(records))[1:] == (0, 4)  # another board's records: none apply
     res = compile_model(g, str(tmp_path / "m.tar"), tuning_records=str(records))
     assert res.metadata["tuning"] == {"records": "tune.jsonl", "tuned": 4, "tunable": 4}
     assert run_model(str(tmp_path / "m.tar"), check=True).reference_match

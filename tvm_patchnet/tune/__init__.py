@@ -12,9 +12,9 @@
 
 Records are MetaSchedule's JSON database: ``RECORDS.jsonl`` (one line per measured candidate:
 its trace, count, workload index, target) and ``RECORDS.workloads.jsonl`` beside it (the workloads).
-They are keyed by workload (a kernel's structure and constants' shapes, not its model) and by
-board (the tuning target carries the board as a key): records of one model help another with
-the same layers, and records of two boards never mix. Tuning again with the same records resumes:
+They are keyed by workload (a kernel's structure and constants' shapes, not its model) and board
+(the workload carries ``<hash>@<board>``: MetaSchedule's database looks records up by workload
+only): records of one model help another with the same layers, records of two boards never mix. Tuning again with the same records resumes:
 the search starts from the best measured candidates.
 """
 
@@ -122,8 +122,9 @@ def _skip_stock_intrinsics() -> None:
     sys.modules[name] = pkg
 
 
-def _workload(task: space.Task) -> tvm.IRModule:
-    return tvm.IRModule({"main": task.workload.with_attr(TASK_ATTR, workload_key(task))})
+def _workload(task: space.Task, board: str) -> tvm.IRModule:
+    """The task's workload as MetaSchedule's database keys it: with its board."""
+    return tvm.IRModule({"main": task.workload.with_attr(TASK_ATTR, workload_key(task, board))})
 
 
 def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: str = "tune.jsonl",
@@ -142,7 +143,7 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
         return report
     start = time.monotonic()
     db = _database(records, create=True)
-    by_key = {workload_key(t): t for t in tasks}
+    by_key = {workload_key(t, board): t for t in tasks}
     bench = Bench(board, target, by_key, {k: probe(graph, t, seed) for k, t in by_key.items()})
     defaults = {}
     with progress.task("measuring the default schedules", len(tasks), "kernels") as advance:
@@ -153,8 +154,8 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
     _skip_stock_intrinsics()
     for key, t in by_key.items():
         _register_intrinsics(t.k)
-        _seed_default(db, t, tvm_target, defaults[key])
-    contexts = [ms.TuneContext(mod=_workload(t), target=tvm_target, space_generator=t.space(),
+        _seed_default(db, t, board, tvm_target, defaults[key])
+    contexts = [ms.TuneContext(mod=_workload(t, board), target=tvm_target, space_generator=t.space(),
                                search_strategy=ms.search_strategy.EvolutionarySearch(
                                    population_size=32, init_measured_ratio=0.5, init_min_unmeasured=8,
                                    genetic_num_iters=3, genetic_max_fail_count=8),
@@ -171,7 +172,7 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Progress(advance)],
             task_scheduler="gradient")
     for key, t in by_key.items():
-        recs = db.get_top_k(db.commit_workload(_workload(t)), 1 << 20)  # every valid result, best first
+        recs = db.get_top_k(db.commit_workload(_workload(t, board)), 1 << 20)  # every valid result, best first
         best = _replay(db, t, board)
         report.tasks.append(TaskResult(t.name, [s.name for s in t.steps], defaults[key],
                                        int(recs[0].run_secs[0].value) if recs else None,
@@ -180,9 +181,9 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
     return report
 
 
-def _seed_default(db, task: space.Task, target, count: int) -> None:
+def _seed_default(db, task: space.Task, board: str, target, count: int) -> None:
     """Record the default schedule with its measured count (once per workload and board)."""
-    mod = _workload(task)
+    mod = _workload(task, board)
     workload = db.commit_workload(mod)
     sch = task.default_schedule(mod)
     if any(r.trace.as_python() == sch.trace.as_python() for r in db.get_top_k(workload, 1 << 20)):
@@ -194,7 +195,7 @@ def _seed_default(db, task: space.Task, target, count: int) -> None:
 def _replay(db, task: space.Task, board: str):
     """The best record's schedule of ``task`` (None: no record for this board)."""
     _register_intrinsics(task.k)
-    sch = db.query_schedule(_workload(task), space.target_of(board), "main")
+    sch = db.query_schedule(_workload(task, board), space.target_of(board), "main")
     return None if sch is None else sch.mod["main"].without_attr(TASK_ATTR)
 
 

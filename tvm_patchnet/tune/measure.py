@@ -36,12 +36,13 @@ from ..execution import Step, plan_execution
 from ..graph import Graph
 from .space import Task
 
-#: PrimFunc attribute naming a workload's task (a content hash: equal workloads share records)
+#: PrimFunc attribute naming a workload's task and board (``<content hash>@<board>``): equal
+#: workloads share records on one board, and a database keyed by workload keeps boards apart
 TASK_ATTR = "patchnet_workload"
 
 
-def workload_key(task: Task) -> str:
-    return f"{tvm_ffi.structural_hash(task.workload):x}"
+def workload_key(task: Task, board: str) -> str:
+    return f"{tvm_ffi.structural_hash(task.workload):x}@{board}"
 
 
 def step_graph(graph: Graph, step: Step) -> Graph:

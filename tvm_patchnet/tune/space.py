@@ -263,8 +263,9 @@ class TensorizeGemm(ms.postproc.PyPostproc):
 
 
 def target_of(board: str) -> tvm.target.Target:
-    """The target tuning records are keyed by: MetaSchedule needs an llvm target (it refuses
-    ``c``); the core's, with the board as a key so records of two boards never mix."""
+    """The target of tuning records: MetaSchedule needs an llvm target (it refuses ``c``): the
+    core's, the board among its keys (the records are kept apart per board by the workload's
+    key, ``measure.TASK_ATTR``)."""
     from ..archive.layout import TARGET_BOARDS
 
     core = next(t for t, boards in TARGET_BOARDS.items() if board in boards)
