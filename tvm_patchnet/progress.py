@@ -32,6 +32,17 @@ def disable() -> None:
 
 
 @contextmanager
+def silenced() -> Iterator[None]:
+    """No progress inside (the steps of one candidate while tuning shows its own progress)."""
+    global _stream
+    saved, _stream = _stream, None
+    try:
+        yield
+    finally:
+        _stream = saved
+
+
+@contextmanager
 def task(desc: str, total: int | None = None, unit: str = "") -> Iterator[Callable[[int], None]]:
     """A piece of work named ``desc``, of ``total`` steps (None: unknown); yields
     ``advance(n=1)``. Silent unless :func:`enable` was called."""

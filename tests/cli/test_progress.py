@@ -59,3 +59,11 @@ def test_the_cli_shows_progress_unless_quiet(capsys, monkeypatch):
     main(["profile", "tflm_hello_world_int8.tflite", "--list"])
     main(["-q", "profile", "--list"])
     assert seen == ["on"]
+
+
+def test_silenced_inside(stream):
+    with progress.silenced(), progress.task("a candidate's steps"):
+        time.sleep(0.2)
+    with progress.task("the tuning"):
+        time.sleep(0.2)
+    assert stream.getvalue().splitlines()[0] == "the tuning ..."

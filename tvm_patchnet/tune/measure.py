@@ -94,11 +94,12 @@ def measure_default(probe_: _Probe, board: str, target: str) -> int:
 def build_candidate(probe_: _Probe, kernel, board: str, target: str, work: str) -> str:
     """Emit the one-step model with ``kernel`` (a KernelFunc, None: the default schedule) as its
     step's kernel and build the board's profile firmware in ``work``; returns the project."""
-    from .. import micro
+    from .. import micro, progress
     from ..codegen import emit_c
 
     src = os.path.join(work, "codegen")
-    emit_c(probe_.graph, src, target=target, tuned={probe_.step.name: kernel} if kernel is not None else None)
+    with progress.silenced():  # one bar for the whole tuning, not one per candidate's steps
+        emit_c(probe_.graph, src, target=target, tuned={probe_.step.name: kernel} if kernel is not None else None)
     project = os.path.join(work, "project")
     micro.create_project(src, board, project, profile=True)
     micro.build(project)
