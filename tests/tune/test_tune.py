@@ -164,3 +164,20 @@ def test_a_killed_tune_keeps_every_record(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
     m = re.search(r"(\d+) of (\d+) tunable kernels tuned", out)
     assert code == 0 and m and m.group(1) == m.group(2), out  # each has its seeded default at least
+
+
+def test_bad_records_are_one_line(capsys, tmp_path):
+    """A records file that is not MetaSchedule's, or none at all: one line, no archive written."""
+    g_path = str(tmp_path / "m.tar")
+    (tmp_path / "bad.jsonl").write_text("garbage\n")
+    (tmp_path / "bad.workloads.jsonl").write_text("junk\n")
+    from tests.cli.test_cli import _one_line_error
+    from tests.conftest import model_path
+
+    model = model_path("mlperftiny_kws_ref_model.tflite")
+    line = _one_line_error(capsys, "compile", model, "--tuning-records", str(tmp_path / "bad.jsonl"), "-o", g_path)
+    assert "bad.jsonl: not tuning records from 'patchnet tune'" in line
+    line = _one_line_error(capsys, "compile", model, "--tuning-records", str(tmp_path / "none.jsonl"), "-o", g_path)
+    assert "no such tuning records" in line
+    assert "a .jsonl file" in _one_line_error(capsys, "tune", model, "--records", str(tmp_path / "t.txt"))
+    assert not (tmp_path / "m.tar").exists()

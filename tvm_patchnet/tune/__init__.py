@@ -94,7 +94,11 @@ def _database(records: str, create: bool) -> ms.database.JSONDatabase:
         with open(path) as f:
             for mb, nb, k in set(re.findall(r"patchnet_gemm_(\d+)x(\d+)x(\d+)", f.read())):
                 pointwise.gemm_intrinsic(int(mb), int(nb), int(k))
-    return ms.database.JSONDatabase(path_workload=workloads, path_tuning_record=path, allow_missing=create)
+    try:
+        return ms.database.JSONDatabase(path_workload=workloads, path_tuning_record=path, allow_missing=create)
+    except (RuntimeError, ValueError) as e:  # TVM's reader: its C++ trace as the message
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise PatchnetError(f"{records}: not tuning records from 'patchnet tune' ({why})") from None
 
 
 def _register_intrinsics(k: int) -> None:
