@@ -100,7 +100,7 @@ def _steps(graph: Graph, live: Liveness, indices) -> list[Step]:
         out = op.outputs[0]
         if op.kind == "reshape" or i in fused_add:
             continue
-        name = _c_name(op.name)
+        name = c_identifier(op.name)
         if out in live.accumulate:
             add = consumers[out][0]
             steps.append(Step(ACCUMULATE, (i, add), graph.ops[add].outputs[0], name=name))
@@ -121,7 +121,8 @@ def _name(steps: list[Step]) -> list[Step]:
     return [replace(s, name=n) for s, n in zip(steps, names)]
 
 
-def _c_name(name: str) -> str:
+def c_identifier(name: str) -> str:
+    """``name`` with every character a C identifier cannot hold made ``_`` (op names of model files)."""
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 

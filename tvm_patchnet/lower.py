@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .execution import c_identifier
 from .graph import VIEW_OPS, Graph
 from .kernels import lower_op
 
@@ -41,7 +42,7 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
                         continue
                     low = lowered[op.name]
                     args = [env[a] if isinstance(a, str) else relax.const(np.ascontiguousarray(a)) for a in low.args]
-                    env[name] = bb.emit_te(low.compute, *args, primfunc_name_hint=_var_name(low.name), name_hint=name)
+                    env[name] = bb.emit_te(low.compute, *args, primfunc_name_hint=c_identifier(low.name), name_hint=name)
                 names = [o for op in graph.ops for o in op.outputs] if trace else list(graph.outputs)
                 result = env[names[0]] if len(names) == 1 else relax.Tuple([env[n] for n in names])
                 gv = bb.emit_output(result)
@@ -54,6 +55,3 @@ def to_relax(graph: Graph, trace: bool = False) -> tvm.IRModule:
         raise
     return bb.get()
 
-
-def _var_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
