@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _stream = None  # where progress goes (None: nowhere)
+_thread = threading.local()  # .silent: this thread's progress is off (see silenced)
 #: seconds after which a plain-line task says what is running (and then, when it ended)
 LONG_S = 2.0
 
@@ -33,20 +34,20 @@ def disable() -> None:
 
 @contextmanager
 def silenced() -> Iterator[None]:
-    """No progress inside (the steps of one candidate while tuning shows its own progress)."""
-    global _stream
-    saved, _stream = _stream, None
+    """No progress inside, in this thread (the steps of one candidate while tuning shows its
+    own progress; tuning's worker threads measure candidates side by side)."""
+    saved, _thread.silent = getattr(_thread, "silent", False), True
     try:
         yield
     finally:
-        _stream = saved
+        _thread.silent = saved
 
 
 @contextmanager
 def task(desc: str, total: int | None = None, unit: str = "") -> Iterator[Callable[[int], None]]:
     """A piece of work named ``desc``, of ``total`` steps (None: unknown); yields
     ``advance(n=1)``. Silent unless :func:`enable` was called."""
-    stream = _stream
+    stream = None if getattr(_thread, "silent", False) else _stream
     if stream is None:
         yield lambda n=1: None
         return

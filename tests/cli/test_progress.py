@@ -67,3 +67,24 @@ def test_silenced_inside(stream):
     with progress.task("the tuning"):
         time.sleep(0.2)
     assert stream.getvalue().splitlines()[0] == "the tuning ..."
+
+
+def test_silenced_is_per_thread(stream):
+    """A worker thread's silenced candidate leaves the main thread's progress on."""
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def worker():
+        with progress.silenced():
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    inside.wait(5)
+    with progress.task("the tuning"):
+        time.sleep(0.2)
+    leave.set()
+    t.join()
+    assert stream.getvalue().splitlines()[0] == "the tuning ..."

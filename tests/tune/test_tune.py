@@ -123,7 +123,7 @@ def test_tune_then_compile_with_records_is_bit_exact_on_the_board(tmp_path):
     lines = records.read_text().splitlines()
     assert len(lines) >= 4 + 2 and all(json.loads(ln) for ln in lines)  # the four seeded defaults, then trials
     # again: it resumes from the records (the best so far stays), the defaults are not seeded twice
-    rep2 = tune_model(g, "qemu-m4", trials=4, records=str(records))
+    rep2 = tune_model(g, "qemu-m4", trials=4, records=str(records), workers=2)  # two at a time
     assert all(b.best_count <= a.best_count for a, b in zip(rep.tasks, rep2.tasks))
     assert len(records.read_text().splitlines()) > len(lines)
     from tvm_patchnet.tune import _database, _workload
@@ -181,3 +181,73 @@ def test_bad_records_are_one_line(capsys, tmp_path):
     assert "no such tuning records" in line
     assert "a .jsonl file" in _one_line_error(capsys, "tune", model, "--records", str(tmp_path / "t.txt"))
     assert not (tmp_path / "m.tar").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@NEEDS_GCC
+@NEEDS_QEMU
+def test_tune_through_an_rpc_tracker_and_two_workers_on_loopback(capsys, tmp_path):
+    """TVM's tracker and two ``patchnet micro serve`` workers: the candidates are measured by
+    both, the records are written here, and they compile."""
+    from tests.conftest import model_path
+    from tvm_patchnet.tune.workers import registered
+
+    model = model_path("mlperftiny_kws_ref_model.tflite")
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1), "--silent"])]
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the tracker is up
+            try:
+                registered("127.0.0.1", port, "qemu-m4")
+                break
+            except Exception:  # noqa: BLE001 - not yet listening
+                time.sleep(0.5)
+        for i, log in enumerate(logs):
+            procs.append(subprocess.Popen([sys.executable, "-m", "tvm_patchnet.cli.main", "micro", "serve", "--tracker",
+                                           f"127.0.0.1:{port}", "--key", "qemu-m4", "--port", str(_free_port())],
+                                          stdout=log.open("w"), stderr=subprocess.STDOUT))
+        while registered("127.0.0.1", port, "qemu-m4") < 2 and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), [log.read_text() for log in logs]
+            time.sleep(0.5)
+        records = tmp_path / "tune.jsonl"
+        code, out, err = run_cli(capsys, "tune", model, "--trials", "8", "--records", str(records), "--rpc-tracker",
+                                 f"127.0.0.1:{port}")
+        assert code == 0 and "on 2 workers of 127.0.0.1" in out, (out, err)
+        served = [re.findall(r"tvmgen_default_\w+: [\d,]+", log.read_text()) for log in logs]
+        assert all(served) and sum(map(len, served)) >= 4 + 8, served  # the 4 defaults, then the trials
+        assert len(records.read_text().splitlines()) >= 4 + 8
+        code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
+        assert code == 0 and "4 of 4 tunable kernels tuned" in out, out
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_worker_options_are_one_line(capsys):
+    from tests.cli.test_cli import _one_line_error
+    from tests.conftest import model_path
+
+    model = model_path("tflm_hello_world_int8.tflite")
+    port = _free_port()
+    line = _one_line_error(capsys, "tune", model, "--rpc-tracker", f"127.0.0.1:{port}")
+    assert f"127.0.0.1:{port}: no RPC tracker answers" in line and "python -m tvm.exec.rpc_tracker" in line
+    assert "give HOST:PORT" in _one_line_error(capsys, "tune", model, "--rpc-tracker", "localhost")
+    assert "--rpc-key needs --rpc-tracker" in _one_line_error(capsys, "tune", model, "--rpc-key", "qemu-m4")
+    assert "--workers must be >= 1" in _one_line_error(capsys, "tune", model, "--workers", "0")
+    assert "no RPC tracker answers" in _one_line_error(capsys, "micro", "serve", "--tracker", f"127.0.0.1:{port}")

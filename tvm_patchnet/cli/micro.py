@@ -8,7 +8,7 @@ from .common import add_board_arg, add_memory_map_arg
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("micro", help="board projects: create-project, build, flash")
+    p = sub.add_parser("micro", help="board projects: create-project, build, flash; serve (a tuning worker)")
     msub = p.add_subparsers(dest="micro_command", metavar="ACTION")
     msub.required = True
     c = msub.add_parser("create-project", help="a board project around a compiled model",
@@ -26,6 +26,16 @@ def add_parser(sub) -> None:
                         description="Flash a built Nucleo project's firmware (openocd, else st-flash).")
     f.add_argument("project_dir", help="a built project folder")
     f.set_defaults(drive=drive_flash)
+    s = msub.add_parser("serve", help="a tuning worker: measure candidates for 'patchnet tune --rpc-tracker'",
+                        description="Register at a TVM RPC tracker (python -m tvm.exec.rpc_tracker) and build and run "
+                                    "the tuning candidates it hands over on this machine's board (QEMU, or the "
+                                    "attached Nucleo), until Ctrl-C. TVM's RPC trusts its network: serve on "
+                                    "loopback or a private network only.")
+    s.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the RPC tracker to register at")
+    s.add_argument("--key", default="qemu-m4", help="the key tuners ask for (default qemu-m4: the board's name)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=9091, help="first port to try (default 9091; the next 99 too)")
+    s.set_defaults(drive=drive_serve)
 
 
 def drive_create(args: argparse.Namespace) -> int:
@@ -55,4 +65,11 @@ def drive_flash(args: argparse.Namespace) -> int:
 
     micro.flash(args.project_dir)
     print(f"flashed {args.project_dir}")
+    return 0
+
+
+def drive_serve(args: argparse.Namespace) -> int:
+    from ..tune.workers import serve
+
+    serve(args.tracker, args.key, args.host, args.port)
     return 0

@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
                         "tuning again resumes from them (default tune.jsonl)")
     p.add_argument("--patches", metavar="P", help="with --split: tune the model as it runs patched")
     p.add_argument("--split", metavar="N", help="number of leading blocks run per patch")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="measure K candidates at a time on this machine (default 1)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on every worker registered at this TVM RPC tracker ('patchnet micro serve')")
+    p.add_argument("--rpc-key", metavar="KEY", help="the workers' key at the tracker (default: the board's name)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the search and of the measured inputs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(drive=drive_tune)
@@ -41,9 +46,12 @@ def drive_tune(args: argparse.Namespace) -> int:
     graph = load_model(args.model, resolution=args.resolution, width=args.width, calibration=args.calibration,
                        mean=args.mean, std=args.std, warn=warn_of(args))
     plan = resolve(graph, patches, split, None, "greedy").plan
-    rep = tune_model(graph, args.board or "qemu-m4", args.trials, args.records, plan, args.seed)
+    if args.rpc_key and not args.rpc_tracker:
+        raise PatchnetError("tune: --rpc-key needs --rpc-tracker HOST:PORT")
+    rep = tune_model(graph, args.board or "qemu-m4", args.trials, args.records, plan, args.seed, args.workers,
+                     args.rpc_tracker, args.rpc_key)
     if args.json:
-        print(json.dumps({"board": rep.board, "records": rep.records, "trials": rep.trials,
+        print(json.dumps({"board": rep.board, "records": rep.records, "trials": rep.trials, "workers": rep.workers,
                           "seconds": round(rep.seconds, 1), "default_total": rep.default_total,
                           "best_total": rep.best_total, "tasks": [vars(t) for t in rep.tasks]}))
         return 0
@@ -52,7 +60,8 @@ def drive_tune(args: argparse.Namespace) -> int:
               "patch stage)")
         return 0
     unit = "instructions" if rep.board.startswith("qemu") else "cycles"
-    print(f"tuned {graph.name} on {rep.board}: {rep.trials} trials in {rep.seconds:.0f} s, records -> {rep.records}")
+    print(f"tuned {graph.name} on {rep.board}: {rep.trials} trials in {rep.seconds:.0f} s on {rep.workers}, "
+          f"records -> {rep.records}")
     head = ("kernel", "calls", f"default ({unit})", f"tuned ({unit})", "speed-up", "best schedule", "trials")
     rows = [(t.name, len(t.steps), f"{t.default_count:,}", "-" if t.best_count is None else f"{t.best_count:,}",
              "-" if not t.best_count else f"{t.default_count / t.best_count:.2f}x",

@@ -40,7 +40,8 @@ from ..graph import Graph
 from ..patch.planner import PatchPlan
 from ..schedules import pointwise
 from . import space
-from .measure import TASK_ATTR, Bench, BoardBuilder, BoardRunner, measure_default, probe, workload_key
+from .measure import TASK_ATTR, Bench, BoardBuilder, BoardRunner, measure_defaults, probe, workload_key
+from .workers import LocalWorkers, TrackerWorkers, parse_address
 
 __all__ = ["TaskResult", "TuneReport", "tune_model", "tuned_kernels"]
 
@@ -65,6 +66,8 @@ class TuneReport:
     trials: int
     seconds: float
     tasks: list[TaskResult] = field(default_factory=list)
+    #: who measured the candidates (``2 local workers``)
+    workers: str = ""
 
     @property
     def default_total(self) -> int:
@@ -132,10 +135,13 @@ def _workload(task: space.Task, board: str) -> tvm.IRModule:
 
 
 def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: str = "tune.jsonl",
-               patch: PatchPlan | None = None, seed: int = 0) -> TuneReport:
+               patch: PatchPlan | None = None, seed: int = 0, workers: int = 1,
+               rpc_tracker: str | None = None, rpc_key: str | None = None) -> TuneReport:
     """Tune ``graph``'s kernels (patched per ``patch``) on ``board`` for ``trials`` measured
     candidates in all, appending every result to ``records``. Returns each kernel's default and
-    best counts (measured here, on the board)."""
+    best counts (measured on the board). Candidates are built and run by ``workers`` threads
+    here, or with ``rpc_tracker`` (``HOST:PORT``) by every worker registered there under
+    ``rpc_key`` (default: the board's name; see :mod:`.workers`)."""
     from ..deploy import resolve_target_board
 
     target, board = resolve_target_board(None, board)
@@ -146,14 +152,21 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
     if not tasks:
         return report
     start = time.monotonic()
+    pool = TrackerWorkers(*parse_address(rpc_tracker), rpc_key or board) if rpc_tracker else LocalWorkers(workers)
+    try:
+        _tune(graph, board, target, tasks, trials, records, seed, pool, report)
+    finally:
+        pool.close()
+    report.workers = str(pool)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _tune(graph, board, target, tasks, trials, records, seed, pool, report) -> None:
     db = _database(records, create=True)
     by_key = {workload_key(t, board): t for t in tasks}
-    bench = Bench(board, target, by_key, {k: probe(graph, t, seed) for k, t in by_key.items()})
-    defaults = {}
-    with progress.task("measuring the default schedules", len(tasks), "kernels") as advance:
-        for key in by_key:
-            defaults[key] = measure_default(bench.probes[key], board, target)
-            advance()
+    bench = Bench(board, target, by_key, {k: probe(graph, t, seed) for k, t in by_key.items()}, pool)
+    defaults = measure_defaults(bench)
     tvm_target = space.target_of(board)
     _skip_stock_intrinsics()
     for key, t in by_key.items():
@@ -181,8 +194,6 @@ def tune_model(graph: Graph, board: str = "qemu-m4", trials: int = 32, records: 
         report.tasks.append(TaskResult(t.name, [s.name for s in t.steps], defaults[key],
                                        int(recs[0].run_secs[0].value) if recs else None,
                                        space.describe(best) if best is not None else None, len(recs)))
-    report.seconds = time.monotonic() - start
-    return report
 
 
 def _seed_default(db, task: space.Task, board: str, target, count: int) -> None:

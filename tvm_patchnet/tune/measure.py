@@ -5,13 +5,13 @@ A candidate is measured where it will run, through the code path the model takes
 - :class:`BoardBuilder`: the candidate (a scheduled workload) becomes the kernel of its step in a
   one-step model (:func:`step_graph`: the step's ops, their inputs as the model's inputs), emitted
   as our plain C (:func:`tvm_patchnet.codegen.emit_c` with the candidate in place of the default
-  schedule) and built into the board's firmware (a profile build: one mark before the kernel
-  call, one after);
-- :class:`BoardRunner`: runs it on seeded random inputs (QEMU: the emulated board; a Nucleo: the
-  attached one) and returns the kernel call's own count: executed instructions on QEMU (exact,
-  deterministic: one run suffices), DWT cycles on a Nucleo. The output is compared with the
-  default schedule's output on the board: a candidate that computes anything else is a failed
-  result.
+  schedule) into a board project (a profile build: one mark before the kernel call, one after);
+- :class:`BoardRunner`: hands it to a worker (:mod:`.workers`: local threads or the workers of
+  an RPC tracker), which builds the firmware and runs it on seeded random inputs (QEMU: the
+  emulated board; a Nucleo: the attached one), and returns the kernel call's own count:
+  executed instructions on QEMU (exact, deterministic: one run suffices), DWT cycles on a
+  Nucleo. The output is compared with the default schedule's output on the board: a candidate
+  that computes anything else is a failed result.
 
 MetaSchedule calls the count ``run_secs``: it only ranks candidates, and the XGBoost cost model
 learns from these counts. A failed build or run is a result with its message (one line), never
@@ -35,6 +35,7 @@ from ..errors import PatchnetError
 from ..execution import Step, plan_execution
 from ..graph import Graph
 from .space import Task
+from .workers import LocalWorkers, TrackerWorkers, one_line
 
 #: PrimFunc attribute naming a workload's task and board (``<content hash>@<board>``): equal
 #: workloads share records on one board, and a database keyed by workload keeps boards apart
@@ -71,7 +72,7 @@ class _Probe:
 
 def probe(graph: Graph, task: Task, seed: int = 0) -> _Probe:
     """The one-step model of ``task``'s first step and seeded random inputs; ``expected`` is
-    set by :func:`measure_default` (the default kernel's output on the board, which the tests
+    set by :func:`measure_defaults` (the default kernel's output on the board, which the tests
     hold bit-exact with TensorFlow Lite Micro: no host build per task)."""
     sub = step_graph(graph, task.steps[0])
     (step,) = plan_execution(sub).steps
@@ -83,17 +84,10 @@ def probe(graph: Graph, task: Task, seed: int = 0) -> _Probe:
     return _Probe(sub, step, xs, None)
 
 
-def measure_default(probe_: _Probe, board: str, target: str) -> int:
-    """The default schedule's count for the probe's step; its output becomes the probe's
-    expected output."""
-    with tempfile.TemporaryDirectory(prefix="patchnet-tune-") as work:
-        count, probe_.expected = _run(probe_, build_candidate(probe_, None, board, target, work))
-    return count
-
-
-def build_candidate(probe_: _Probe, kernel, board: str, target: str, work: str) -> str:
+def create_candidate(probe_: _Probe, kernel, board: str, target: str, work: str) -> str:
     """Emit the one-step model with ``kernel`` (a KernelFunc, None: the default schedule) as its
-    step's kernel and build the board's profile firmware in ``work``; returns the project."""
+    step's kernel and create the board's profile project in ``work`` (a worker builds it:
+    :func:`.workers.measure_project`); returns the project folder."""
     from .. import micro, progress
     from ..codegen import emit_c
 
@@ -102,28 +96,29 @@ def build_candidate(probe_: _Probe, kernel, board: str, target: str, work: str) 
         emit_c(probe_.graph, src, target=target, tuned={probe_.step.name: kernel} if kernel is not None else None)
     project = os.path.join(work, "project")
     micro.create_project(src, board, project, profile=True)
-    micro.build(project)
     return project
 
 
-def run_candidate(probe_: _Probe, project: str) -> int:
-    """The kernel call's own count on the board (instructions on QEMU, cycles on a Nucleo);
-    raises PatchnetError if its output differs from the default schedule's."""
-    count, got = _run(probe_, project)
-    if not np.array_equal(got, probe_.expected):
-        raise PatchnetError(f"{probe_.step.name}: the candidate's output differs from the default schedule's")
-    return count
+def measure_defaults(bench: Bench) -> dict[str, int]:
+    """Each task's default schedule measured by the bench's workers: its count (by workload
+    key); its output becomes the probe's expected output."""
+    from .. import progress
 
-
-def _run(probe_: _Probe, project: str) -> tuple[int, np.ndarray]:
-    from .. import micro
-
-    with micro.Session(project) as s:
-        s.run_each(probe_.inputs, 1)
-        got = s.get_output()
-        marks = s.profile()
-    (count,) = marks.kernels()
-    return count, got
+    futures, works = {}, []
+    with progress.task("measuring the default schedules", len(bench.probes), "kernels") as advance:
+        try:
+            for key, p in bench.probes.items():
+                works.append(tempfile.mkdtemp(prefix="patchnet-tune-"))
+                futures[key] = bench.workers.submit(create_candidate(p, None, bench.board, bench.target, works[-1]),
+                                                    p.inputs, None, p.step.name)
+            counts = {}
+            for key, f in futures.items():
+                counts[key], bench.probes[key].expected = f.result()
+                advance()
+        finally:
+            for w in works:
+                shutil.rmtree(w, ignore_errors=True)
+    return counts
 
 
 @dataclasses.dataclass
@@ -135,12 +130,15 @@ class Bench:
     target: str
     tasks: dict[str, Task]
     probes: dict[str, _Probe]
+    #: where candidates are built and run (:mod:`.workers`)
+    workers: LocalWorkers | TrackerWorkers
     built: dict[str, _Probe] = dataclasses.field(default_factory=dict)
 
 
 @derived_object
 class BoardBuilder(ms.builder.PyBuilder):
-    """Builds each candidate into firmware for the bench's board (see the module docstring)."""
+    """Emits each candidate's C into a board project (the workers build it: make runs where
+    the board is)."""
 
     def __init__(self, bench: Bench):
         super().__init__()
@@ -154,33 +152,39 @@ class BoardBuilder(ms.builder.PyBuilder):
                 func = bi.mod["main"]
                 key = str(func.attrs[TASK_ATTR])
                 p = b.probes[key]
-                project = build_candidate(p, b.tasks[key].kernel(func.without_attr(TASK_ATTR), p.step), b.board,
+                project = create_candidate(p, b.tasks[key].kernel(func.without_attr(TASK_ATTR), p.step), b.board,
                                           b.target, work)
                 b.built[project] = p
                 # MetaSchedule's RemoveBuildArtifact removes the artifact's folder: work
                 out.append(ms.builder.BuilderResult(project, None))
             except Exception as e:  # noqa: BLE001 - a candidate that does not build is a result, not the end
                 shutil.rmtree(work, ignore_errors=True)
-                out.append(ms.builder.BuilderResult(None, _one_line(e)))
+                out.append(ms.builder.BuilderResult(None, one_line(e)))
         return out
 
 
 @derived_object
-class _Done(PyRunnerFuture):
-    def __init__(self, result):
+class _Pending(PyRunnerFuture):
+    """A candidate on its way through a worker; its count is MetaSchedule's ``run_secs``."""
+
+    def __init__(self, future):
         super().__init__()
-        self.r = result
+        self.future = future
 
     def done(self) -> bool:
-        return True
+        return self.future.done()
 
     def result(self):
-        return self.r
+        try:
+            return ms.runner.RunnerResult([float(self.future.result()[0])], None)
+        except Exception as e:  # noqa: BLE001 - a candidate that fails on the board is a result
+            return ms.runner.RunnerResult(None, one_line(e))
 
 
 @derived_object
 class BoardRunner(ms.runner.PyRunner):
-    """Runs each built candidate on the board; the count is MetaSchedule's ``run_secs``."""
+    """Hands each candidate to the bench's workers (all of a batch at once: each worker takes
+    one at a time)."""
 
     def __init__(self, bench: Bench):
         super().__init__()
@@ -189,14 +193,6 @@ class BoardRunner(ms.runner.PyRunner):
     def run(self, runner_inputs):
         out = []
         for ri in runner_inputs:
-            try:
-                count = run_candidate(self.bench.built.pop(ri.artifact_path), ri.artifact_path)
-                out.append(_Done(ms.runner.RunnerResult([float(count)], None)))
-            except Exception as e:  # noqa: BLE001 - nor one that fails on the board
-                out.append(_Done(ms.runner.RunnerResult(None, _one_line(e))))
+            p = self.bench.built.pop(ri.artifact_path)
+            out.append(_Pending(self.bench.workers.submit(ri.artifact_path, p.inputs, p.expected, p.step.name)))
         return out
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
