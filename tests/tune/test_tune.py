@@ -39,24 +39,35 @@ def _model():
     return b.finish(x)
 
 
+def _residual_model():
+    """Two convs accumulated into residual buffers (``accumulate`` steps): a gathered 3x3 conv,
+    then a 1x1 conv whose add has the skip first and a relu."""
+    b = GraphBuilder("res", (1, 4, 6, 8), seed=5)
+    x = b.conv2d(b.inputs[0], 8, 1, act="relu")
+    y = b.conv2d(b.conv2d(x, 12, 1, act="relu"), 8, 3, act=None)
+    x = b.add(y, x)
+    y = b.conv2d(b.conv2d(x, 4, 1, act="relu"), 8, 1, act=None)
+    return b.finish(b.add(x, y, act="relu"))
+
+
 def _candidates(task: space.Task):
-    """Every point of the task's design space (register tile x loop order), scheduled."""
+    """Every point of the task's design space (register tile x loop order x unroll), scheduled."""
     mod = tvm.IRModule({"main": task.workload})
     sch0 = tvm.s_tir.Schedule(mod)
-    pixels, channels = (int(sch0.get(lp).extent) for lp in sch0.get_loops(sch0.get_sblock(space.OUT))[-2:])
+    pixels, channels = (int(sch0.get(lp).extent) for lp in sch0.get_loops(space._output(sch0))[-2:])
     orders = (False, True) if task.window is None else (False,)
-    for mb, nb, outer in itertools.product(range(1, 5), range(1, 6), orders):
+    for mb, nb, outer, unroll in itertools.product(range(1, 5), range(1, 6), orders, space.unrolls(task.k)):
         if pixels % mb or channels % nb:
             continue
         sch = tvm.s_tir.Schedule(mod)
-        out, acc = sch.get_sblock(space.OUT), sch.get_sblock(space.OUT + "_acc")
-        reads = [r.source.name for r in sch.get(out).reads]
-        pixel_tile, _ = pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], ((space.OUT, reads.index("q")),),
-                                            outer)
+        if unroll != pointwise.UNROLL:
+            sch.annotate(sch.get_sblock(space.OUT), space.UNROLL_ATTR, unroll)
+        pixel_tile, _ = pointwise.tile_gemm(sch, space._output(sch), sch.get_sblock(space.OUT + "_acc"), [None, mb],
+                                            [None, nb], space._tables(sch), outer)
         if task.window is not None:
             space._gather(sch, pixel_tile, task.window)
         if space.TensorizeGemm(task.k, task.window is not None).apply(sch):  # else: more than the registers
-            yield (mb, nb, outer), sch.mod["main"]
+            yield (mb, nb, outer, unroll), sch.mod["main"]
 
 
 def _depthwise_candidates(task: space.Task):
@@ -65,34 +76,43 @@ def _depthwise_candidates(task: space.Task):
         yield space.describe(sch.mod["main"]), sch.mod["main"]
 
 
-def test_every_point_of_the_design_space_is_bit_exact(tmp_path):
-    g = _model()
+@pytest.mark.parametrize("model, kinds, n_points", [
+    (_model, [("gemm", (3, 3, 12), "op"), ("gemm", None, "op"), ("depthwise", None, "depthwise_in_place"),
+              ("gemm", None, "op")],
+     4 * 4 + 12 + 4),  # gathered conv tiles x unrolls, gemm tiles x orders (x unrolls), depthwise tiles x borders
+    (_residual_model, [("gemm", None, "op"), ("gemm", None, "op"), ("gemm", (3, 3, 12), "accumulate"),
+                       ("gemm", None, "op"), ("gemm", None, "accumulate")],
+     4 * 4 + 4 * 8)])  # the accumulated gathered conv's tiles x unrolls, 4 gemms' tiles x orders
+def test_every_point_of_the_design_space_is_bit_exact(tmp_path, model, kinds, n_points):
+    g = model()
     tasks = space.tasks(plan_execution(g))
-    assert [(t.kind, t.window, len(t.steps)) for t in tasks] == \
-        [("gemm", (3, 3, 12), 1), ("gemm", None, 1), ("depthwise", None, 1), ("gemm", None, 1)]
+    assert [(t.kind, t.window, t.steps[0].kind) for t in tasks] == kinds
     x = np.random.default_rng(0).integers(-128, 128, g.t(g.inputs[0]).shape, dtype=np.int8)
+    trace = {g.inputs[0]: x, **run_graph(g, [x], trace=True)}
     seen = 0
     for task in tasks:
         step = task.steps[0]
         sub = step_graph(g, step)
-        xs = [x] if sub.inputs == g.inputs else [run_graph(g, [x], trace=True)[sub.inputs[0]]]
+        xs = [trace[n] for n in sub.inputs]
         want = run_graph(sub, xs)[0]
         points = _candidates(task) if task.kind == "gemm" else _depthwise_candidates(task)
         for knobs, func in points:
             if task.kind == "gemm":
-                knobs = f"{knobs[0]}x{knobs[1]}" + (", channel tiles outer" if knobs[2] else "")
+                knobs = f"{knobs[0]}x{knobs[1]}" + (", channel tiles outer" if knobs[2] else "") + \
+                    ("" if knobs[3] == pointwise.UNROLL else f", unrolled {knobs[3]}")
             assert space.describe(func) == knobs
             out = tmp_path / f"{step.name}-{len(list(tmp_path.iterdir()))}"
             emit_c(sub, str(out), tuned={step.name: task.kernel(func, step)})
             np.testing.assert_array_equal(run_c(compile_c(str(out)), sub, xs)[0], want)
             seen += 1
-    assert seen >= 4 + 12 + 4  # gathered conv tiles, gemm tiles x orders, depthwise tiles x borders
+    assert seen >= n_points
 
 
-def test_the_seeded_default_is_the_default_kernel(tmp_path):
+@pytest.mark.parametrize("model", [_model, _residual_model])
+def test_the_seeded_default_is_the_default_kernel(tmp_path, model):
     """The default schedule seeded into the records emits the default kernel's C (its block
     names aside): its measured count is the default's."""
-    g = _model()
+    g = model()
     for task in space.tasks(plan_execution(g)):
         step = task.steps[0]
         op, sub = g.ops[step.ops[0]], step_graph(g, step)
@@ -104,9 +124,17 @@ def test_the_seeded_default_is_the_default_kernel(tmp_path):
             assert space.describe(func).startswith(f"tile {depthwise.tile_width(task.dw.geo)}")
         emit_c(sub, str(tmp_path / "default"))
         emit_c(sub, str(tmp_path / "seeded"), tuned={step.name: task.kernel(func, step)})
-        name = space.OUT if task.kind == "gemm" else space.DW
-        default = (tmp_path / "default" / "kernels.c").read_text().replace(op.name, name)
-        assert (tmp_path / "seeded" / "kernels.c").read_text().replace(op.name, name) == default
+        names = {op.name: space.OUT if task.kind == "gemm" else space.DW}
+        if len(step.ops) > 1:  # the residual add's block
+            names = {g.ops[step.ops[1]].name: space.ADD, **names}
+
+        def c(folder):
+            text = (tmp_path / folder / "kernels.c").read_text()
+            for old, new in names.items():
+                text = text.replace(old, new)
+            return text
+
+        assert c("seeded") == c("default")
 
 
 @pytest.mark.slow

@@ -50,6 +50,10 @@ ACC_BOUND = 1 << 29
 #: register budget of a tile: accumulators (mb * nb) plus the unpacked operands must fit in r0-r12;
 #: a one-pixel tile (fully connected, batch 1) keeps one pixel's operands only and takes one more
 MAX_TILE_ACCS = 4
+#: the micro-kernel's 4-step loop unrolled this many times by default: 16 steps (64 MACs per
+#: accumulator) remove most of the loop overhead without growing code past the flash budget
+#: (the tuner measures others: ``tune.space``)
+UNROLL = 16
 
 
 # ----------------------------------------------------------------------------- what applies
@@ -204,11 +208,18 @@ def requant_call(g: Gemm, rq: Requant, q, c, acc):
 _INTRINSICS: set[str] = set()
 
 
-def gemm_intrinsic(mb: int, nb: int, k: int) -> str:
+def microkernel_name(mb: int, nb: int, unroll: int = UNROLL) -> str:
+    """``pn_gemm_{mb}x{nb}``, ``_u{unroll}`` after it for another unroll than the default."""
+    return f"pn_gemm_{mb}x{nb}" + ("" if unroll == UNROLL else f"_u{unroll}")
+
+
+def gemm_intrinsic(mb: int, nb: int, k: int, unroll: int = UNROLL) -> str:
     """Register (once) and name the tensor intrinsic ``C[mb, nb] += A[mb, k] . B[nb, k]^T``
-    (int8 in, int32 accumulators in ``local`` scope), implemented by ``pn_gemm_{mb}x{nb}``.
-    A and B rows may be strided (pixels and channels of the enclosing buffers)."""
-    name = f"patchnet_gemm_{mb}x{nb}x{k}"
+    (int8 in, int32 accumulators in ``local`` scope), implemented by
+    :func:`microkernel_name` ``(mb, nb, unroll)``. A and B rows may be strided (pixels and
+    channels of the enclosing buffers)."""
+    name = f"patchnet_gemm_{mb}x{nb}x{k}" + ("" if unroll == UNROLL else f"_u{unroll}")
+    fn = microkernel_name(mb, nb, unroll)
     if name in _INTRINSICS:
         return name
 
@@ -227,7 +238,7 @@ def gemm_intrinsic(mb: int, nb: int, k: int) -> str:
         with T.sblock("root"):
             T.reads(C[0:mb, 0:nb], A[0:mb, 0:k], B[0:nb, 0:k])
             T.writes(C[0:mb, 0:nb])
-            T.evaluate(T.call_extern("int32", f"pn_gemm_{mb}x{nb}", A.access_ptr("r"), B.access_ptr("r"),
+            T.evaluate(T.call_extern("int32", fn, A.access_ptr("r"), B.access_ptr("r"),
                                      C.access_ptr("rw"), sa, sb, sc, k))
 
     s_tir.TensorIntrin.register(name, desc, impl, override=True)
@@ -361,12 +372,13 @@ def tile_gemm(sch: s_tir.Schedule, out_block, acc_block, pixel_factors, channel_
     return outer, inner
 
 
-def tensorize_gemm(sch: s_tir.Schedule, acc_block, mb: int, nb: int, k: int, depth: int) -> None:
+def tensorize_gemm(sch: s_tir.Schedule, acc_block, mb: int, nb: int, k: int, depth: int,
+                   unroll: int = UNROLL) -> None:
     """The accumulator tile under the first ``depth`` loops (down to the channel-tile loop) as
-    one ``pn_gemm_{mb}x{nb}`` call; its init unrolled (mb x nb stores)."""
+    one ``pn_gemm_{mb}x{nb}`` call (:func:`microkernel_name`); its init unrolled (mb x nb stores)."""
     tile = sch.get_loops(acc_block)[depth:]
     init = sch.decompose_reduction(acc_block, tile[0])
-    sch.tensorize(tile[0], gemm_intrinsic(mb, nb, k))
+    sch.tensorize(tile[0], gemm_intrinsic(mb, nb, k, unroll))
     for lp in sch.get_loops(init)[depth:]:
         sch.unroll(lp)
     _refresh_dependencies(sch)
@@ -494,9 +506,10 @@ PN_INLINE int8_t pn_add(int32_t a, int32_t b, int32_t za, int32_t ma, int32_t ra
 """
 
 
-def gemm_microkernel_c(mb: int, nb: int) -> str:
-    """``pn_gemm_{mb}x{nb}(a, b, c, sa, sb, sc, k)``: ``c[i * sc + j] += sum_k a[i * sa + k] * b[j * sb + k]``
-    for i < mb, j < nb, as ``static inline`` C.
+def gemm_microkernel_c(mb: int, nb: int, unroll: int = UNROLL) -> str:
+    """``pn_gemm_{mb}x{nb}(a, b, c, sa, sb, sc, k)`` (:func:`microkernel_name`):
+    ``c[i * sc + j] += sum_k a[i * sa + k] * b[j * sb + k]`` for i < mb, j < nb, as
+    ``static inline`` C; its 4-step loop unrolled ``unroll`` times.
 
     Four reduction steps at a time: one 32-bit load per row, SXTB16 splits it into even and odd
     bytes (both operands alike, so (a0, a2).(b0, b2) + (a1, a3).(b1, b3) is the 4-term dot
@@ -507,15 +520,14 @@ def gemm_microkernel_c(mb: int, nb: int) -> str:
     rows = [f"a{i}" for i in range(mb)]
     cols = [f"b{j}" for j in range(nb)]
     accs = [[f"c{i}{j}" for j in range(nb)] for i in range(mb)]
-    signature = (f"PN_INLINE int32_t pn_gemm_{mb}x{nb}(const int8_t *a, const int8_t *b, int32_t *c, int32_t sa, "
+    signature = (f"PN_INLINE int32_t {microkernel_name(mb, nb, unroll)}(const int8_t *a, const int8_t *b, int32_t *c, int32_t sa, "
                  "int32_t sb, int32_t sc, int32_t k_len)")
     lines = [signature, "{"]
     lines += [f"  const int8_t *a{i} = a + {i} * sa;" for i in range(mb)]
     lines += [f"  const int8_t *b{j} = b + {j} * sb;" for j in range(nb)]
     lines += [f"  int32_t {accs[i][j]} = c[{i} * sc + {j}];" for i in range(mb) for j in range(nb)]
-    # (void): a one-row operand leaves its stride unused. Unrolling by 16 steps (64 MACs per
-    # accumulator) removes the loop overhead without growing code past the flash budget.
-    lines += ["  int32_t k = 0;", "  (void)sa; (void)sb;", "#pragma GCC unroll 16",
+    # (void): a one-row operand leaves its stride unused
+    lines += ["  int32_t k = 0;", "  (void)sa; (void)sb;", f"#pragma GCC unroll {unroll}",
               "  for (; k + 4 <= k_len; k += 4) {", "    PN_STEP_BARRIER();"]
     for v in rows + cols:
         lines.append(f"    uint32_t {v}w = pn_ld32({v} + k);")

@@ -95,8 +95,8 @@ def _database(records: str, create: bool) -> ms.database.JSONDatabase:
         os.makedirs(folder, exist_ok=True)
     if os.path.exists(path):  # loading replays the traces: their tensor intrinsics must exist
         with open(path) as f:
-            for mb, nb, k in set(re.findall(r"patchnet_gemm_(\d+)x(\d+)x(\d+)", f.read())):
-                pointwise.gemm_intrinsic(int(mb), int(nb), int(k))
+            for mb, nb, k, u in set(re.findall(r"patchnet_gemm_(\d+)x(\d+)x(\d+)(?:_u(\d+))?", f.read())):
+                pointwise.gemm_intrinsic(int(mb), int(nb), int(k), int(u or pointwise.UNROLL))
     try:
         return ms.database.JSONDatabase(path_workload=workloads, path_tuning_record=path, allow_missing=create)
     except (RuntimeError, ValueError) as e:  # TVM's reader: its C++ trace as the message
@@ -110,7 +110,8 @@ def _register_intrinsics(k: int) -> None:
         return
     for mb in range(1, 5):
         for nb in range(1, 6):
-            pointwise.gemm_intrinsic(mb, nb, k)
+            for u in space.unrolls(k):
+                pointwise.gemm_intrinsic(mb, nb, k, u)
 
 
 def _skip_stock_intrinsics() -> None:

@@ -11,23 +11,25 @@ trace can express (the tensorized micro-kernel, whose name depends on the sample
 Knobs today, per kind of step:
 
 - convs and fully connected layers as GEMMs (``op`` steps: :mod:`~tvm_patchnet.schedules.pointwise`,
-  and :mod:`~tvm_patchnet.schedules.conv` for windows gathered per pixel tile): the GEMM
+  and :mod:`~tvm_patchnet.schedules.conv` for windows gathered per pixel tile; ``accumulate``
+  steps: the conv with the residual add it accumulates into, per element after it): the GEMM
   register tile, pixels x output channels (the default schedule's choice is
   :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model; the tuner measures), and
-  the loop order: pixel tiles outside (default) or inside the channel tiles.
+  the loop order: pixel tiles outside (default) or inside the channel tiles; and how many
+  times the micro-kernel's 4-step reduction loop is unrolled (:func:`unrolls`: 16 by default;
+  a short reduction gains from a full unroll, a long one may lose to code size).
 
 - depthwise convs, in place (MCUNet's) or not (:mod:`~tvm_patchnet.schedules.depthwise`): the
   interior register tile's width (outputs per tile along a row; default
   :func:`~tvm_patchnet.schedules.depthwise.tile_width`) and whether the border tiles are
   unrolled: one concrete design space per choice.
 
-Other kernels (a conv with the residual add it accumulates into, the patch stage) keep their
-default schedules.
+The patch stage keeps its default schedule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import tvm
 import tvm_ffi
@@ -35,7 +37,7 @@ from tvm import s_tir, te, tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from ..execution import DEPTHWISE_IN_PLACE, OP, PREFIX, ExecutionPlan, Step
+from ..execution import ACCUMULATE, DEPTHWISE_IN_PLACE, OP, PREFIX, ExecutionPlan, Step
 from ..graph import Graph
 from ..schedules import conv as windows
 from ..schedules import depthwise, pointwise
@@ -43,10 +45,15 @@ from ..schedules.default import KernelFunc
 
 #: name of the output block of every GEMM workload (the accumulator is ``OUT + "_acc"``)
 OUT = "gemm"
+#: name of the residual add's block of a GEMM workload with one (then its output block)
+ADD = "gemm_add"
 #: name of every depthwise workload's output block
 DW = "dw"
 #: block annotation: a depthwise candidate's knobs, for the report
 KNOBS_ATTR = "patchnet_knobs"
+#: GEMM output block annotation: the micro-kernel's unroll (sampled; MetaSchedule's key, so that
+#: its MutateUnroll mutates the decision; nothing else reads it: our post-processor does)
+UNROLL_ATTR = "meta_schedule.unroll_explicit"
 
 
 @dataclass
@@ -75,9 +82,10 @@ class Task:
     def space(self) -> ms.space_generator.ScheduleFn:
         """The MetaSchedule design space(s) with their post-processors."""
         if self.kind == "gemm":
-            return ms.space_generator.ScheduleFn(lambda sch: _gemm_spaces(sch, self.window), sch_rules=[],
+            return ms.space_generator.ScheduleFn(lambda sch: _gemm_spaces(sch, self.window, self.k), sch_rules=[],
                                                  postprocs=[TensorizeGemm(self.k, self.window is not None)],
-                                                 mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+                                                 mutator_probs={ms.mutator.MutateTileSize(): 0.7,
+                                                                ms.mutator.MutateUnroll(): 0.3})
         return ms.space_generator.ScheduleFn(lambda sch: _depthwise_spaces(self.dw, sch), sch_rules=[], postprocs=[],
                                              mutator_probs={})
 
@@ -90,13 +98,12 @@ class Task:
             tile = depthwise.tile_width(self.dw.geo)
             sch.annotate(sch.get_sblock(self.dw.name), KNOBS_ATTR, _dw_knobs(tile, True))
             return self.dw.schedule(sch, tile)
-        out, acc = sch.get_sblock(OUT), sch.get_sblock(OUT + "_acc")
-        pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(out)[-2:])
+        tiled, acc = _output(sch), sch.get_sblock(OUT + "_acc")
+        pixels, channels = (int(sch.get(lp).extent) for lp in sch.get_loops(tiled)[-2:])
         mb, nb = pointwise.choose_tile(pixels, channels)
         if self.window is not None and mb * self.k > windows.MAX_GATHER_BYTES:  # as schedules/conv.py
             mb, nb = 1, pointwise.choose_tile(1, channels)[1]
-        reads = [r.source.name for r in sch.get(out).reads]
-        outer, _ = pointwise.tile_gemm(sch, out, acc, [None, mb], [None, nb], per_channel=((OUT, reads.index("q")),))
+        outer, _ = pointwise.tile_gemm(sch, tiled, acc, [None, mb], [None, nb], per_channel=_tables(sch))
         if self.window is not None:
             _gather(sch, outer, self.window)
         TensorizeGemm(self.k, self.window is not None).apply(sch)
@@ -106,8 +113,7 @@ class Task:
         """A tuned candidate (a scheduled workload) as the kernel of ``step`` (one of ``steps``)."""
         if self.kind == "depthwise":
             return KernelFunc(func, self.args[step.name], (depthwise.PREAMBLE_C,))
-        mb, nb = gemm_tile(func)
-        return KernelFunc(func, self.args[step.name], (pointwise.COMMON_C, pointwise.gemm_microkernel_c(mb, nb)))
+        return KernelFunc(func, self.args[step.name], (pointwise.COMMON_C, pointwise.gemm_microkernel_c(*gemm_knobs(func))))
 
 
 def tasks(execution: ExecutionPlan) -> list[Task]:
@@ -128,9 +134,13 @@ def tasks(execution: ExecutionPlan) -> list[Task]:
 
 
 def _gemm_task(graph: Graph, step: Step) -> Task | None:
-    if step.kind != OP:
+    """A conv or fully connected layer as a GEMM, alone (``op``) or with the residual add it
+    accumulates into (``accumulate``: the add runs per element after the requantization, as
+    :func:`~tvm_patchnet.schedules.pointwise.residual_epilogue` writes it)."""
+    if step.kind not in (OP, ACCUMULATE):
         return None
     op = graph.ops[step.ops[0]]
+    add = graph.ops[step.ops[1]] if step.kind == ACCUMULATE else None
     if op.kind not in ("conv2d", "fully_connected"):
         return None
     g = pointwise.match_gemm(graph, op)
@@ -142,10 +152,16 @@ def _gemm_task(graph: Graph, step: Step) -> Task | None:
     if rq is None:
         return None
     x, w, q, out = pointwise.gemm_te(g, rq, OUT) if window is None else windows.conv_te(graph, op, g, rq, OUT)
-    func = te.create_prim_func([x, w, q, out])
+    extra, skip = [], []
+    if add is not None:  # the add's block named ADD: equal layers of two models are one workload
+        view = (g.pixels, g.co) if window is None else graph.t(add.outputs[0]).shape
+        extra, out = pointwise.residual_epilogue(graph, op, replace(add, name=ADD), view)(out)
+        skip = [pointwise.skip_input(graph, op, add)]
+    func = te.create_prim_func([x, w, q, *extra, out])
     shape = f"{g.pixels}x{g.co}x{g.k}" if window is None else "{}x{}x{}".format(*graph.t(op.outputs[0]).shape[1:4])
-    name = f"{step.name.removeprefix(PREFIX)}_{shape}" + ("" if window is None else f"_conv{window[0]}x{window[1]}")
-    return Task(name, func, [step], {step.name: [op.inputs[0], g.w, rq.table, step.output]}, "gemm", k=g.k,
+    name = f"{step.name.removeprefix(PREFIX)}_{shape}" + ("" if window is None else f"_conv{window[0]}x{window[1]}") + \
+        ("" if add is None else "_add")
+    return Task(name, func, [step], {step.name: [op.inputs[0], g.w, rq.table, *skip, step.output]}, "gemm", k=g.k,
                 window=window)
 
 
@@ -165,21 +181,31 @@ def _depthwise_task(graph: Graph, step: Step) -> Task | None:
     return Task(name, w.func, [step], {step.name: w.args}, "depthwise", dw=w)
 
 
-def _gemm_spaces(sch: s_tir.Schedule, window) -> list[s_tir.Schedule]:
+def unrolls(k: int) -> tuple[int, ...]:
+    """The micro-kernel unrolls to try for a reduction of ``k`` (``k // 4`` 4-step iterations):
+    4 to 64 below that and the full unroll, the default (:data:`pointwise.UNROLL`) always."""
+    steps = k // 4
+    return tuple(sorted({u for u in (4, 8, 16, 32, 64) if u < steps} | {pointwise.UNROLL} |
+                        ({steps} if steps > pointwise.UNROLL else set())))
+
+
+def _gemm_spaces(sch: s_tir.Schedule, window, k: int) -> list[s_tir.Schedule]:
     """Pixel tiles outside or inside channel tiles (the requantization tables loaded per tile or
     once per channel tile), two design spaces; in each, the register tile sampled (pixels x
-    channels, inner factors up to 4 and 5). A gathered conv (``window``) keeps pixel tiles outside
-    (its windows are gathered once per pixel tile). The micro-kernel call is :class:`TensorizeGemm`'s."""
+    channels, inner factors up to 4 and 5) and the micro-kernel's unroll (:func:`unrolls`). A
+    gathered conv (``window``) keeps pixel tiles outside (its windows are gathered once per
+    pixel tile). The micro-kernel call is :class:`TensorizeGemm`'s."""
     spaces = []
     for channels_outer in ((False, True) if window is None else (False,)):
         s = sch.copy()
-        out, acc = s.get_sblock(OUT), s.get_sblock(OUT + "_acc")
-        p, c = s.get_loops(out)[-2:]
+        tiled, acc = _output(s), s.get_sblock(OUT + "_acc")
+        p, c = s.get_loops(tiled)[-2:]
         fp = s.sample_perfect_tile(p, n=2, max_innermost_factor=4)
         fc = s.sample_perfect_tile(c, n=2, max_innermost_factor=5)
-        reads = [r.source.name for r in s.get(out).reads]
-        outer, _ = pointwise.tile_gemm(s, out, acc, fp, fc, per_channel=((OUT, reads.index("q")),),
-                                       channels_outer=channels_outer)
+        u = unrolls(k)
+        if len(u) > 1:  # MutateUnroll fails on a one-choice decision, and on a constant: no annotation is the default
+            s.annotate(s.get_sblock(OUT), UNROLL_ATTR, s.sample_categorical(list(u), [1 / len(u)] * len(u)))
+        outer, _ = pointwise.tile_gemm(s, tiled, acc, fp, fc, per_channel=_tables(s), channels_outer=channels_outer)
         if window is not None:
             _gather(s, outer, window)
         spaces.append(s)
@@ -194,12 +220,30 @@ def _gather(sch: s_tir.Schedule, pixel_tile, window) -> None:
     windows._gather_by_tap(sch, col, window)
 
 
-def gemm_tile(func: tirx.PrimFunc) -> tuple[int, int]:
-    """(pixels, channels) of the register tile of a scheduled GEMM workload: the extents of its
-    output block's two innermost loops."""
+def gemm_knobs(func: tirx.PrimFunc) -> tuple[int, int, int]:
+    """(pixels, channels, unroll) of a scheduled GEMM workload: its register tile (the extents
+    of its output block's two innermost loops) and its micro-kernel's unroll."""
     sch = s_tir.Schedule(func)
-    mb, nb = (int(sch.get(lp).extent) for lp in sch.get_loops(sch.get_sblock(OUT))[-2:])
-    return mb, nb
+    mb, nb = (int(sch.get(lp).extent) for lp in sch.get_loops(_output(sch))[-2:])
+    return mb, nb, _unroll(sch)
+
+
+def _unroll(sch: s_tir.Schedule) -> int:
+    return int(sch.get(sch.get_sblock(OUT)).annotations.get(UNROLL_ATTR, pointwise.UNROLL))
+
+
+def _output(sch: s_tir.Schedule):
+    """The block that writes a GEMM workload's output, tiled by the schedule: the residual
+    add's (:data:`ADD`) where there is one, else the GEMM's (:data:`OUT`)."""
+    names: list = []
+    tvm_ffi.structural_walk(sch.mod["main"].body, (s_tir.SBlock, lambda b: names.append(b.name_hint)))
+    return sch.get_sblock(ADD if ADD in names else OUT)
+
+
+def _tables(sch: s_tir.Schedule) -> tuple[tuple[str, int], ...]:
+    """The per-channel requantization table's read (block, index), copied once per channel tile."""
+    reads = [r.source.name for r in sch.get(sch.get_sblock(OUT)).reads]
+    return ((OUT, reads.index("q")),)
 
 
 def _depthwise_spaces(w: depthwise.Workload, sch: s_tir.Schedule) -> list[s_tir.Schedule]:
@@ -224,16 +268,29 @@ def _dw_knobs(tile: int, unrolled: bool) -> str:
 def describe(func: tirx.PrimFunc) -> str:
     """A candidate's knobs: a depthwise conv's as annotated (``tile 2, borders unrolled``); a
     GEMM's read from its loops: ``2x2`` (the register tile), ``, channel tiles outer`` when the
-    channel-tile loop is the outer one (the workload's axes are named p and c)."""
+    outer tile loop runs over channels (the output block's last axis), ``, unrolled 36``
+    for another micro-kernel unroll than the default."""
     knobs: list = []
     tvm_ffi.structural_walk(func.body, (s_tir.SBlock, lambda b: knobs.append(b.annotations.get(KNOBS_ATTR))))
     if any(knobs):
         return str(next(k for k in knobs if k))
     sch = s_tir.Schedule(func)
-    loops = sch.get_loops(sch.get_sblock(OUT))
-    mb, nb = gemm_tile(func)
-    outer = str(sch.get(loops[-4]).loop_var.name) if len(loops) >= 4 else ""
-    return f"{mb}x{nb}" + (", channel tiles outer" if outer.startswith("c") else "")
+    tiled = _output(sch)
+    loops = sch.get_loops(tiled)
+    mb, nb, unroll = gemm_knobs(func)
+    outer = len(loops) >= 4 and _binds(func, sch.get(tiled).name_hint, -1, sch.get(loops[-4]).loop_var)
+    return f"{mb}x{nb}" + (", channel tiles outer" if outer else "") + \
+        ("" if unroll == pointwise.UNROLL else f", unrolled {unroll}")
+
+
+def _binds(func: tirx.PrimFunc, block: str, axis: int, var: tirx.Var) -> bool:
+    """Whether ``block``'s iteration axis ``axis`` is bound to an expression of loop ``var``."""
+    realizes: list = []
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlockRealize,
+                                        lambda r: realizes.append(r) if r.block.name_hint == block else None))
+    found: list = []
+    tvm_ffi.structural_walk(realizes[0].iter_values[axis], (tirx.Var, lambda v: found.append(v.same_as(var))))
+    return any(found)
 
 
 @derived_object
@@ -249,11 +306,11 @@ class TensorizeGemm(ms.postproc.PyPostproc):
         pass
 
     def apply(self, sch: s_tir.Schedule) -> bool:
-        loops = sch.get_loops(sch.get_sblock(OUT))
+        loops = sch.get_loops(_output(sch))
         mb, nb = (int(sch.get(lp).extent) for lp in loops[-2:])
         if mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1) or (self.gathered and mb * self.k > windows.MAX_GATHER_BYTES):
             return False
-        pointwise.tensorize_gemm(sch, sch.get_sblock(OUT + "_acc"), mb, nb, self.k, len(loops) - 2)
+        pointwise.tensorize_gemm(sch, sch.get_sblock(OUT + "_acc"), mb, nb, self.k, len(loops) - 2, _unroll(sch))
         if self.gathered:  # registers / stack, never an arena buffer (after tensorize: its intrinsic reads global)
             sch.set_scope(sch.get_sblock(OUT + "_col"), 0, "local")
         return True
