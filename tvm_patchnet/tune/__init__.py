@@ -108,8 +108,8 @@ def _register_intrinsics(k: int) -> None:
     """Every tile's tensor intrinsic, so a record's trace (tensorize by name) replays anywhere."""
     if not k:  # not a GEMM
         return
-    for mb in range(1, 5):
-        for nb in range(1, 6):
+    for mb in range(1, space.MAX_PIXELS + 1):
+        for nb in range(1, space.MAX_CHANNELS + 1):
             for u in space.unrolls(k):
                 pointwise.gemm_intrinsic(mb, nb, k, u)
 

@@ -14,7 +14,8 @@ Knobs today, per kind of step:
   and :mod:`~tvm_patchnet.schedules.conv` for windows gathered per pixel tile; ``accumulate``
   steps: the conv with the residual add it accumulates into, per element after it): the GEMM
   register tile, pixels x output channels (the default schedule's choice is
-  :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model; the tuner measures), and
+  :func:`~tvm_patchnet.schedules.pointwise.choose_tile`'s cost model, within a register budget;
+  the tuner measures, up to :data:`MAX_ACCS` accumulators), and
   the loop order: pixel tiles outside (default) or inside the channel tiles; and how many
   times the micro-kernel's 4-step reduction loop is unrolled (:func:`unrolls`: 16 by default;
   a short reduction gains from a full unroll, a long one may lose to code size).
@@ -45,6 +46,10 @@ from ..schedules.default import KernelFunc
 
 #: name of the output block of every GEMM workload (the accumulator is ``OUT + "_acc"``)
 OUT = "gemm"
+#: register tiles the tuner tries: up to this many pixels, channels, and accumulators (mb x nb);
+#: beyond the default schedule's register budget (:data:`pointwise.MAX_TILE_ACCS`), where GCC
+#: spills some operands: measured, a 3x2 tile wins over 1x4 on 15 pixels (str_ww)
+MAX_PIXELS, MAX_CHANNELS, MAX_ACCS = 4, 8, 8
 #: name of the residual add's block of a GEMM workload with one (then its output block)
 ADD = "gemm_add"
 #: name of every depthwise workload's output block
@@ -192,7 +197,7 @@ def unrolls(k: int) -> tuple[int, ...]:
 def _gemm_spaces(sch: s_tir.Schedule, window, k: int) -> list[s_tir.Schedule]:
     """Pixel tiles outside or inside channel tiles (the requantization tables loaded per tile or
     once per channel tile), two design spaces; in each, the register tile sampled (pixels x
-    channels, inner factors up to 4 and 5) and the micro-kernel's unroll (:func:`unrolls`). A
+    channels, at most :data:`MAX_ACCS` accumulators) and the micro-kernel's unroll (:func:`unrolls`). A
     gathered conv (``window``) keeps pixel tiles outside (its windows are gathered once per
     pixel tile). The micro-kernel call is :class:`TensorizeGemm`'s."""
     spaces = []
@@ -200,8 +205,8 @@ def _gemm_spaces(sch: s_tir.Schedule, window, k: int) -> list[s_tir.Schedule]:
         s = sch.copy()
         tiled, acc = _output(s), s.get_sblock(OUT + "_acc")
         p, c = s.get_loops(tiled)[-2:]
-        fp = s.sample_perfect_tile(p, n=2, max_innermost_factor=4)
-        fc = s.sample_perfect_tile(c, n=2, max_innermost_factor=5)
+        fp = s.sample_perfect_tile(p, n=2, max_innermost_factor=MAX_PIXELS)
+        fc = s.sample_perfect_tile(c, n=2, max_innermost_factor=MAX_CHANNELS)
         u = unrolls(k)
         if len(u) > 1:  # MutateUnroll fails on a one-choice decision, and on a constant: no annotation is the default
             s.annotate(s.get_sblock(OUT), UNROLL_ATTR, s.sample_categorical(list(u), [1 / len(u)] * len(u)))
@@ -295,8 +300,9 @@ def _binds(func: tirx.PrimFunc, block: str, axis: int, var: tirx.Var) -> bool:
 
 @derived_object
 class TensorizeGemm(ms.postproc.PyPostproc):
-    """The sampled tile's accumulator as one ``pn_gemm_{mb}x{nb}`` call; a tile with more
-    accumulators than the registers hold is rejected (as :func:`pointwise.choose_tile` rules)."""
+    """The sampled tile's accumulator as one ``pn_gemm_{mb}x{nb}`` call; a tile of more than
+    :data:`MAX_ACCS` accumulators, or a gathered window of more than ``MAX_GATHER_BYTES``, is
+    rejected."""
 
     def __init__(self, k: int, gathered: bool = False):
         super().__init__()
@@ -308,7 +314,7 @@ class TensorizeGemm(ms.postproc.PyPostproc):
     def apply(self, sch: s_tir.Schedule) -> bool:
         loops = sch.get_loops(_output(sch))
         mb, nb = (int(sch.get(lp).extent) for lp in loops[-2:])
-        if mb * nb > pointwise.MAX_TILE_ACCS + (mb == 1) or (self.gathered and mb * self.k > windows.MAX_GATHER_BYTES):
+        if mb * nb > MAX_ACCS or (self.gathered and mb * self.k > windows.MAX_GATHER_BYTES):
             return False
         pointwise.tensorize_gemm(sch, sch.get_sblock(OUT + "_acc"), mb, nb, self.k, len(loops) - 2, _unroll(sch))
         if self.gathered:  # registers / stack, never an arena buffer (after tensorize: its intrinsic reads global)
