@@ -113,6 +113,48 @@ def test_every_tile_order_and_unroll_is_bit_exact(tmp_path, model, kinds, n_poin
     assert seen >= n_points
 
 
+def _plain_model():
+    """Kernels on their default schedules: pooling, an add, a fully connected layer with one
+    input feature, softmax."""
+    b = GraphBuilder("plain", (1, 4, 6, 3), seed=7)
+    x = b.max_pool2d(b.inputs[0], 2, 2)
+    x = b.add(x, b.avg_pool2d(b.inputs[0], 2, 2), act="relu")
+    x = b.fully_connected(b.global_avg_pool(b.conv2d(x, 1, 1)), 12)
+    return b.finish(b.softmax(x))
+
+
+def test_default_scheduled_kernels_unrolled_are_bit_exact(tmp_path):
+    """A kernel without a fast form is a "plain" task: every unroll factor of its innermost
+    output loop computes the same bytes; the default (factor 1) is its default kernel."""
+    from tvm_patchnet.tune import plain
+
+    g = _plain_model()
+    tasks = [t for t in space.tasks(plan_execution(g)) if t.kind == "plain"]
+    kinds = {g.ops[t.steps[0].ops[0]].kind for t in tasks}
+    assert {"max_pool2d", "avg_pool2d", "add", "softmax", "fully_connected"} <= kinds, kinds
+    x = np.random.default_rng(1).integers(-128, 128, g.t(g.inputs[0]).shape, dtype=np.int8)
+    trace = {g.inputs[0]: x, **run_graph(g, [x], trace=True)}
+    seen = 0
+    for task in tasks:
+        step = task.steps[0]
+        sub = step_graph(g, step)
+        xs = [trace[n] for n in sub.inputs]
+        want = run_graph(sub, xs)[0]
+        assert space.describe(task.default_schedule(tvm.IRModule({"main": task.workload})).mod["main"]) == "default"
+        sch0 = tvm.s_tir.Schedule(task.workload)
+        extent = int(sch0.get(plain._innermost(sch0)).extent)
+        for factor in (f for f in range(2, plain.MAX_UNROLL + 1) if extent % f == 0):
+            sch = tvm.s_tir.Schedule(task.workload)
+            _, inner = sch.split(plain._innermost(sch), [None, factor])
+            sch.unroll(inner)
+            assert space.describe(sch.mod["main"]) == f"innermost loop unrolled x{factor}"
+            out = tmp_path / f"{step.name}-{factor}"
+            emit_c(sub, str(out), tuned={step.name: task.kernel(sch.mod["main"], step)})
+            np.testing.assert_array_equal(run_c(compile_c(str(out)), sub, xs)[0], want, err_msg=f"{task.name} x{factor}")
+            seen += 1
+    assert seen >= len(tasks)
+
+
 def _renamed(folder, names: dict) -> str:
     text = (folder / "kernels.c").read_text()
     for old, new in names.items():

@@ -25,6 +25,9 @@ Knobs today, per kind of step:
   :func:`~tvm_patchnet.schedules.depthwise.tile_width`) and whether the border tiles are
   unrolled: one concrete design space per choice.
 
+- every other kernel on its default schedule (pooling, element-wise ops, softmax, ...): how
+  many iterations of its innermost output loop run unrolled (:mod:`.plain`).
+
 The patch stage keeps its default schedule.
 """
 
@@ -43,6 +46,7 @@ from ..graph import Graph
 from ..schedules import conv as windows
 from ..schedules import depthwise, pointwise
 from ..schedules.default import KernelFunc
+from . import plain
 
 #: name of the output block of every GEMM workload (the accumulator is ``OUT + "_acc"``)
 OUT = "gemm"
@@ -71,7 +75,7 @@ class Task:
     steps: list[Step]
     #: per step name: the kernel's arguments (activation input, constants, output), as bound
     args: dict[str, list]
-    #: "gemm" (1x1 conv / fully connected) or "depthwise"
+    #: "gemm" (convs, fully connected), "depthwise", or "plain" (a default-scheduled kernel: :mod:`.plain`)
     kind: str
     #: gemm: the reduction length (the micro-kernel's k)
     k: int = 0
@@ -91,6 +95,9 @@ class Task:
                                                  postprocs=[TensorizeGemm(self.k, self.window is not None)],
                                                  mutator_probs={ms.mutator.MutateTileSize(): 0.7,
                                                                 ms.mutator.MutateUnroll(): 0.3})
+        if self.kind == "plain":
+            return ms.space_generator.ScheduleFn(plain.spaces, sch_rules=[], postprocs=[],
+                                                 mutator_probs={ms.mutator.MutateTileSize(): 1.0})
         return ms.space_generator.ScheduleFn(lambda sch: _depthwise_spaces(self.dw, sch), sch_rules=[], postprocs=[],
                                              mutator_probs={})
 
@@ -99,6 +106,8 @@ class Task:
         design space): seeded into the records with its measured count, so tuning never settles
         on anything slower."""
         sch = s_tir.Schedule(mod)
+        if self.kind == "plain":  # the workload is the default schedule
+            return sch
         if self.kind == "depthwise":
             tile = depthwise.tile_width(self.dw.geo)
             sch.annotate(sch.get_sblock(self.dw.name), KNOBS_ATTR, _dw_knobs(tile, True))
@@ -116,6 +125,8 @@ class Task:
 
     def kernel(self, func: tirx.PrimFunc, step: Step) -> KernelFunc:
         """A tuned candidate (a scheduled workload) as the kernel of ``step`` (one of ``steps``)."""
+        if self.kind == "plain":
+            return KernelFunc(func, self.args[step.name])
         if self.kind == "depthwise":
             return KernelFunc(func, self.args[step.name], (depthwise.PREAMBLE_C,))
         return KernelFunc(func, self.args[step.name], (pointwise.COMMON_C, pointwise.gemm_microkernel_c(*gemm_knobs(func))))
@@ -126,7 +137,7 @@ def tasks(execution: ExecutionPlan) -> list[Task]:
     graph = execution.graph
     found: list[Task] = []
     for step in execution.steps:
-        t = _gemm_task(graph, step) or _depthwise_task(graph, step)
+        t = _gemm_task(graph, step) or _depthwise_task(graph, step) or _plain_task(graph, step)
         if t is None:
             continue
         same = next((f for f in found if tvm_ffi.structural_equal(f.workload, t.workload)), None)
@@ -184,6 +195,15 @@ def _depthwise_task(graph: Graph, step: Step) -> Task | None:
     _, h, wd, c = graph.t(op.inputs[0]).shape
     name = f"{step.name.removeprefix(PREFIX)}_dw{kh}x{kw}s{sh}_{h}x{wd}x{c}" + ("_in_place" if in_place else "")
     return Task(name, w.func, [step], {step.name: w.args}, "depthwise", dw=w)
+
+
+def _plain_task(graph: Graph, step: Step) -> Task | None:
+    found = plain.workload(graph, step)
+    if found is None:
+        return None
+    func, args = found
+    return Task(f"{step.name.removeprefix(PREFIX)}_{graph.ops[step.ops[0]].kind}", func, [step], {step.name: args},
+                "plain")
 
 
 def unrolls(k: int) -> tuple[int, ...]:
@@ -274,11 +294,19 @@ def describe(func: tirx.PrimFunc) -> str:
     """A candidate's knobs: a depthwise conv's as annotated (``tile 2, borders unrolled``); a
     GEMM's read from its loops: ``2x2`` (the register tile), ``, channel tiles outer`` when the
     outer tile loop runs over channels (the output block's last axis), ``, unrolled 36``
-    for another micro-kernel unroll than the default."""
+    for another micro-kernel unroll than the default; a default-scheduled kernel's: :func:`.plain.describe`."""
     knobs: list = []
-    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, lambda b: knobs.append(b.annotations.get(KNOBS_ATTR))))
+    names: list = []
+
+    def visit(b: s_tir.SBlock) -> None:
+        knobs.append(b.annotations.get(KNOBS_ATTR))
+        names.append(b.name_hint)
+
+    tvm_ffi.structural_walk(func.body, (s_tir.SBlock, visit))
     if any(knobs):
         return str(next(k for k in knobs if k))
+    if OUT not in names:
+        return plain.describe(func)
     sch = s_tir.Schedule(func)
     tiled = _output(sch)
     loops = sch.get_loops(tiled)
