@@ -162,7 +162,7 @@ def _renamed(folder, names: dict) -> str:
     return text
 
 
-@pytest.mark.parametrize("model", [_model, _residual_model])
+@pytest.mark.parametrize("model", [_model, _residual_model, _plain_model])
 def test_the_seeded_default_is_the_default_kernel(tmp_path, model):
     """The default schedule seeded into the records emits the default kernel's C (its block
     names aside): its measured count is the default's."""
@@ -229,14 +229,14 @@ def test_a_killed_tune_keeps_every_record(capsys, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tvm_patchnet.cli.main", "tune", model, "--trials", "200",
                              "--records", str(records)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while (not records.exists() or len(records.read_text().splitlines()) < 4) and time.monotonic() < deadline:
+    while (not records.exists() or len(records.read_text().splitlines()) < 6) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "patchnet tune: interrupted", err
     lines = records.read_text().splitlines()
-    assert len(lines) >= 4 and all(json.loads(ln) for ln in lines)  # whole lines only
+    assert len(lines) >= 6 and all(json.loads(ln) for ln in lines)  # whole lines only
     code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
     m = re.search(r"(\d+) of (\d+) tunable kernels tuned", out)
     assert code == 0 and m and m.group(1) == m.group(2), out  # each has its seeded default at least
@@ -301,10 +301,10 @@ def test_tune_through_an_rpc_tracker_and_two_workers_on_loopback(capsys, tmp_pat
                                  f"127.0.0.1:{port}")
         assert code == 0 and "on 2 workers of 127.0.0.1" in out, (out, err)
         served = [re.findall(r"tvmgen_default_\w+: [\d,]+", log.read_text()) for log in logs]
-        assert all(served) and sum(map(len, served)) >= 4 + 8, served  # the 4 defaults, then the trials
-        assert len(records.read_text().splitlines()) >= 4 + 8
+        assert all(served) and sum(map(len, served)) >= 6 + 8, served  # the 6 defaults, then the trials
+        assert len(records.read_text().splitlines()) >= 6 + 8
         code, out, _ = run_cli(capsys, "compile", model, "--tuning-records", str(records), "-o", str(tmp_path / "k.tar"))
-        assert code == 0 and "4 of 4 tunable kernels tuned" in out, out
+        assert code == 0 and "6 of 6 tunable kernels tuned" in out, out
     finally:
         for p in procs:
             p.send_signal(signal.SIGINT)

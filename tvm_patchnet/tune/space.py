@@ -106,7 +106,9 @@ class Task:
         design space): seeded into the records with its measured count, so tuning never settles
         on anything slower."""
         sch = s_tir.Schedule(mod)
-        if self.kind == "plain":  # the workload is the default schedule
+        if self.kind == "plain":  # the workload is the default schedule; MetaSchedule's database
+            # never returns a record whose trace is empty: one annotation makes it a trace
+            sch.annotate(sch.get_child_blocks(sch.get_sblock("root"))[-1], KNOBS_ATTR, "default")
             return sch
         if self.kind == "depthwise":
             tile = depthwise.tile_width(self.dw.geo)
