@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from .common import add_board_arg, add_calibration_args, add_model_args, warn_of
 from .profile import parse_auto
+
+#: local workers by default: one per core (each runs make, then QEMU), at most 4
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def add_parser(sub) -> None:
@@ -24,8 +28,9 @@ def add_parser(sub) -> None:
                         "tuning again resumes from them (default tune.jsonl)")
     p.add_argument("--patches", metavar="P", help="with --split: tune the model as it runs patched")
     p.add_argument("--split", metavar="N", help="number of leading blocks run per patch")
-    p.add_argument("--workers", type=int, default=1, metavar="K",
-                   help="measure K candidates at a time on this machine (default 1)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="K",
+                   help=f"measure K candidates at a time on this machine (default {DEFAULT_WORKERS}: its cores, "
+                        "at most 4)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on every worker registered at this TVM RPC tracker ('patchnet micro serve')")
     p.add_argument("--rpc-key", metavar="KEY", help="the workers' key at the tracker (default: the board's name)")
@@ -56,8 +61,7 @@ def drive_tune(args: argparse.Namespace) -> int:
                           "best_total": rep.best_total, "tasks": [vars(t) for t in rep.tasks]}))
         return 0
     if not rep.tasks:
-        print(f"{graph.name}: no tunable kernel (tunable today: 1x1 convs, fully connected layers and depthwise convs outside a "
-              "patch stage)")
+        print(f"{graph.name}: no tunable kernel (tunable: every kernel outside a patch stage, with a loop to tune)")
         return 0
     unit = "instructions" if rep.board.startswith("qemu") else "cycles"
     print(f"tuned {graph.name} on {rep.board}: {rep.trials} trials in {rep.seconds:.0f} s on {rep.workers}, "
