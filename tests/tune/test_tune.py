@@ -196,11 +196,13 @@ def test_tune_then_compile_with_records_is_bit_exact_on_the_board(tmp_path):
     records = tmp_path / "tune.jsonl"
     rep = tune_model(g, "qemu-m4", trials=8, records=str(records))
     assert len(rep.tasks) == 4 and all(0 < t.best_count <= t.default_count for t in rep.tasks), rep
+    assert (rep.defaults, rep.seeds) == (4, 1), rep  # the gathered conv's full unroll (27 steps) is the one seed
     lines = records.read_text().splitlines()
-    assert len(lines) >= 4 + 2 and all(json.loads(ln) for ln in lines)  # the four seeded defaults, then trials
+    assert len(lines) >= 4 + 1 + 2 and all(json.loads(ln) for ln in lines)  # the defaults, the seed, then trials
     # again: it resumes from the records (the best so far stays), the defaults are not seeded twice
     rep2 = tune_model(g, "qemu-m4", trials=4, records=str(records), workers=2)  # two at a time
     assert all(b.best_count <= a.best_count for a, b in zip(rep.tasks, rep2.tasks))
+    assert rep2.seeds == 0  # recorded already
     assert len(records.read_text().splitlines()) > len(lines)
     from tvm_patchnet.tune import _database, _workload
 

@@ -30,6 +30,7 @@ import types
 from dataclasses import dataclass, field
 
 import tvm
+from tvm import s_tir
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -40,7 +41,7 @@ from ..graph import Graph
 from ..patch.planner import PatchPlan
 from ..schedules import pointwise
 from . import space
-from .measure import TASK_ATTR, Bench, BoardBuilder, BoardRunner, measure_defaults, probe, workload_key
+from .measure import TASK_ATTR, Bench, BoardBuilder, BoardRunner, measure_defaults, measure_seeds, probe, workload_key
 from .workers import LocalWorkers, TrackerWorkers, parse_address
 
 __all__ = ["TaskResult", "TuneReport", "tune_model", "tuned_kernels"]
@@ -68,6 +69,9 @@ class TuneReport:
     tasks: list[TaskResult] = field(default_factory=list)
     #: who measured the candidates (``2 local workers``)
     workers: str = ""
+    #: measured before the search, beside ``trials``: default schedules, and seeds (:meth:`.space.Task.seed_schedule`)
+    defaults: int = 0
+    seeds: int = 0
 
     @property
     def default_total(self) -> int:
@@ -173,6 +177,8 @@ def _tune(graph, board, target, tasks, trials, records, seed, pool, report) -> N
     for key, t in by_key.items():
         _register_intrinsics(t.k)
         _seed_default(db, t, board, tvm_target, defaults[key])
+    report.defaults = len(defaults)
+    report.seeds = _seed_more(db, bench, board, tvm_target)
     contexts = [ms.TuneContext(mod=_workload(t, board), target=tvm_target, space_generator=t.space(),
                                search_strategy=ms.search_strategy.EvolutionarySearch(
                                    population_size=32, init_measured_ratio=0.5, init_min_unmeasured=8,
@@ -200,11 +206,34 @@ def _tune(graph, board, target, tasks, trials, records, seed, pool, report) -> N
 def _seed_default(db, task: space.Task, board: str, target, count: int) -> None:
     """Record the default schedule with its measured count (once per workload and board)."""
     mod = _workload(task, board)
-    workload = db.commit_workload(mod)
     sch = task.default_schedule(mod)
-    if any(r.trace.as_python() == sch.trace.as_python() for r in db.get_top_k(workload, 1 << 20)):
-        return
-    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [float(count)], target,
+    if not _recorded(db, mod, sch):
+        _commit(db, mod, sch, count, target)
+
+
+def _seed_more(db, bench: Bench, board: str, target) -> int:
+    """Measure and record each task's :meth:`~.space.Task.seed_schedule` (once per workload and
+    board: a resumed tuning has it already); returns how many were measured."""
+    seeds = {}
+    for key, t in bench.tasks.items():
+        mod = _workload(t, board)
+        sch = t.seed_schedule(mod)
+        if sch is not None and not _recorded(db, mod, sch):
+            seeds[key] = (sch, mod)
+    counts = measure_seeds(bench, {k: sch.mod["main"].without_attr(TASK_ATTR) for k, (sch, _) in seeds.items()})
+    for key, (sch, mod) in seeds.items():
+        if counts[key] is not None:
+            _commit(db, mod, sch, counts[key], target)
+    return len(seeds)
+
+
+def _recorded(db, mod: tvm.IRModule, sch: s_tir.Schedule) -> bool:
+    trace = sch.trace.as_python()
+    return any(r.trace.as_python() == trace for r in db.get_top_k(db.commit_workload(mod), 1 << 20))
+
+
+def _commit(db, mod: tvm.IRModule, sch: s_tir.Schedule, count: int, target) -> None:
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), [float(count)], target,
                                                      ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
 
 

@@ -102,23 +102,42 @@ def create_candidate(probe_: _Probe, kernel, board: str, target: str, work: str)
 def measure_defaults(bench: Bench) -> dict[str, int]:
     """Each task's default schedule measured by the bench's workers: its count (by workload
     key); its output becomes the probe's expected output."""
+    results = _measure_all(bench, dict.fromkeys(bench.probes), "measuring the default schedules")
+    counts = {}
+    for key, r in results.items():
+        counts[key], bench.probes[key].expected = r.result()  # a default that fails on the board is an error
+    return counts
+
+
+def measure_seeds(bench: Bench, funcs: dict) -> dict[str, int | None]:
+    """The count of each scheduled workload in ``funcs`` (by workload key; :meth:`Task.seed_schedule`),
+    checked against the default's output; None for one that fails (a result, not an error)."""
+    results = _measure_all(bench, {k: bench.tasks[k].kernel(f, bench.probes[k].step) for k, f in funcs.items()},
+                           "measuring the seeds")
+    return {k: None if r.exception() else r.result()[0] for k, r in results.items()}
+
+
+def _measure_all(bench: Bench, kernels: dict, desc: str) -> dict:
+    """Futures of :func:`.workers.measure_project` for ``kernels`` (by workload key; None: the
+    default schedule, whose output is not compared), all measured at once by the bench's workers."""
     from .. import progress
 
     futures, works = {}, []
-    with progress.task("measuring the default schedules", len(bench.probes), "kernels") as advance:
+    with progress.task(desc, len(kernels), "kernels") as advance:
         try:
-            for key, p in bench.probes.items():
+            for key, kernel in kernels.items():
+                p = bench.probes[key]
                 works.append(tempfile.mkdtemp(prefix="patchnet-tune-"))
-                futures[key] = bench.workers.submit(create_candidate(p, None, bench.board, bench.target, works[-1]),
-                                                    p.inputs, None, p.step.name)
-            counts = {}
-            for key, f in futures.items():
-                counts[key], bench.probes[key].expected = f.result()
+                project = create_candidate(p, kernel, bench.board, bench.target, works[-1])
+                futures[key] = bench.workers.submit(project, p.inputs, None if kernel is None else p.expected,
+                                                    p.step.name)
+            for f in futures.values():
+                f.exception()  # waits
                 advance()
         finally:
             for w in works:
                 shutil.rmtree(w, ignore_errors=True)
-    return counts
+    return futures
 
 
 @dataclasses.dataclass
