@@ -126,8 +126,8 @@ def collect(names: list[str], trials: int, workers: int = 1) -> dict:
             base_kinds = baseline_kinds(meta, base, graph) if base else {}
             rows.append({"model": name, "compile": MAIN_JOB_FLAGS if args else "layer by layer",
                          "macs": meta["profile"]["total_macs"], "default": default, "tuned": tuned,
-                         "tflm": base.total if base else None, "trials": trials, "workers": rep.workers,
-                         "measured": rep.defaults + rep.seeds + trials,
+                         "tflm": base.total if base else None, "trials": rep.trials_run, "workers": rep.workers,
+                         "measured": rep.defaults + rep.seeds + rep.trials_run,
                          "minutes": round(minutes, 1), "tasks": len(rep.tasks), "curve": c,
                          "within_5pct_at_trial": reached,
                          "kinds": {k: {"default": default_kinds.get(k, 0), "tuned": tuned_kinds.get(k, 0),

@@ -57,7 +57,7 @@ def drive_tune(args: argparse.Namespace) -> int:
                      args.rpc_tracker, args.rpc_key)
     if args.json:
         print(json.dumps({"board": rep.board, "records": rep.records, "trials": rep.trials, "workers": rep.workers,
-                          "defaults_measured": rep.defaults, "seeds_measured": rep.seeds,
+                          "trials_run": rep.trials_run, "defaults_measured": rep.defaults, "seeds_measured": rep.seeds,
                           "seconds": round(rep.seconds, 1), "default_total": rep.default_total,
                           "best_total": rep.best_total, "tasks": [vars(t) for t in rep.tasks]}))
         return 0
@@ -65,8 +65,10 @@ def drive_tune(args: argparse.Namespace) -> int:
         print(f"{graph.name}: no tunable kernel (tunable: every kernel outside a patch stage, with a loop to tune)")
         return 0
     unit = "instructions" if rep.board.startswith("qemu") else "cycles"
-    print(f"tuned {graph.name} on {rep.board}: {rep.trials} trials (after {rep.defaults} default schedules and "
-          f"{rep.seeds} seeds) in {rep.seconds:.0f} s on {rep.workers}, records -> {rep.records}")
+    ran = f"{rep.trials_run} trials" + ("" if rep.trials_run >= rep.trials else
+                                        f" (of {rep.trials}: the design spaces have no other candidates)")
+    print(f"tuned {graph.name} on {rep.board}: {ran} after {rep.defaults} default schedules and {rep.seeds} seeds, "
+          f"in {rep.seconds:.0f} s on {rep.workers}; records -> {rep.records}")
     head = ("kernel", "calls", f"default ({unit})", f"tuned ({unit})", "speed-up", "best schedule", "trials")
     rows = [(t.name, len(t.steps), f"{t.default_count:,}", "-" if t.best_count is None else f"{t.best_count:,}",
              "-" if not t.best_count else f"{t.default_count / t.best_count:.2f}x",

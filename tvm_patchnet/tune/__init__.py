@@ -72,6 +72,8 @@ class TuneReport:
     #: measured before the search, beside ``trials``: default schedules, and seeds (:meth:`.space.Task.seed_schedule`)
     defaults: int = 0
     seeds: int = 0
+    #: trials the search measured: ``trials``, or fewer when the design spaces ran out of new candidates
+    trials_run: int = 0
 
     @property
     def default_total(self) -> int:
@@ -187,14 +189,16 @@ def _tune(graph, board, target, tasks, trials, records, seed, pool, report) -> N
                 for i, t in enumerate(tasks)]
     with tempfile.TemporaryDirectory(prefix="patchnet-tune-") as work, \
             progress.task(f"tuning {len(tasks)} kernels on {board}", trials, "trials") as advance:
+        counted = _Progress(advance)
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=work, max_trials_global=trials,
             # every kernel gets a share in the scheduler's first round, then the gains decide
             num_trials_per_iter=max(2, min(8, trials // len(tasks))), builder=BoardBuilder(bench),
             runner=BoardRunner(bench),
             database=db, cost_model=ms.cost_model.XGBModel(num_warmup_samples=4),
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _Progress(advance)],
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), counted],
             task_scheduler="gradient")
+    report.trials_run = counted.n
     for key, t in by_key.items():
         recs = db.get_top_k(db.commit_workload(_workload(t, board)), 1 << 20)  # every valid result, best first
         best = _replay(db, t, board)
@@ -261,11 +265,12 @@ def tuned_kernels(graph: Graph, patch: PatchPlan | None, board: str, records: st
 
 @derived_object
 class _Progress(ms.measure_callback.PyMeasureCallback):
-    """Advances the progress bar by each batch of measured candidates."""
+    """Advances the progress bar by each batch of measured candidates, and counts them (``n``)."""
 
     def __init__(self, advance):
         super().__init__()
-        self.advance = advance
+        self.advance, self.n = advance, 0
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        self.n += len(runner_results)
         self.advance(len(runner_results))
