@@ -99,7 +99,9 @@ def _database(records: str, create: bool) -> ms.database.JSONDatabase:
     folder = os.path.dirname(os.path.abspath(path))
     if create:
         os.makedirs(folder, exist_ok=True)
-    if os.path.exists(path):  # loading replays the traces: their tensor intrinsics must exist
+    # loading replays the traces: their tensor intrinsics must exist (a candidate made in this
+    # process registers its own, gemm_intrinsic being lazy)
+    if os.path.exists(path):
         with open(path) as f:
             for mb, nb, k, u in set(re.findall(r"patchnet_gemm_(\d+)x(\d+)x(\d+)(?:_u(\d+))?", f.read())):
                 pointwise.gemm_intrinsic(int(mb), int(nb), int(k), int(u or pointwise.UNROLL))
@@ -108,16 +110,6 @@ def _database(records: str, create: bool) -> ms.database.JSONDatabase:
     except (RuntimeError, ValueError) as e:  # TVM's reader: its C++ trace as the message
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise PatchnetError(f"{records}: not tuning records from 'patchnet tune' ({why})") from None
-
-
-def _register_intrinsics(k: int) -> None:
-    """Every tile's tensor intrinsic, so a record's trace (tensorize by name) replays anywhere."""
-    if not k:  # not a GEMM
-        return
-    for mb in range(1, space.MAX_PIXELS + 1):
-        for nb in range(1, space.MAX_CHANNELS + 1):
-            for u in space.unrolls(k):
-                pointwise.gemm_intrinsic(mb, nb, k, u)
 
 
 def _skip_stock_intrinsics() -> None:
@@ -177,7 +169,6 @@ def _tune(graph, board, target, tasks, trials, records, seed, pool, report) -> N
     tvm_target = space.target_of(board)
     _skip_stock_intrinsics()
     for key, t in by_key.items():
-        _register_intrinsics(t.k)
         _seed_default(db, t, board, tvm_target, defaults[key])
     report.defaults = len(defaults)
     report.seeds = _seed_more(db, bench, board, tvm_target)
@@ -243,7 +234,6 @@ def _commit(db, mod: tvm.IRModule, sch: s_tir.Schedule, count: int, target) -> N
 
 def _replay(db, task: space.Task, board: str):
     """The best record's schedule of ``task`` (None: no record for this board)."""
-    _register_intrinsics(task.k)
     sch = db.query_schedule(_workload(task, board), space.target_of(board), "main")
     return None if sch is None else sch.mod["main"].without_attr(TASK_ATTR)
 
